@@ -1,0 +1,117 @@
+"""The server's video track: frame i shows the ball at its true position for frame i."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
+from av import VideoFrame
+
+from peers import marker, render
+from peers.ball import BallModel
+
+VIDEO_CLOCK_RATE = 90_000
+VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK_RATE)
+
+
+class BallTrack(MediaStreamTrack):
+    """Paces frames at `fps`; renders each (off the event loop) with its index in the marker.
+
+    Ends (MediaStreamError, which stops aiortc's sender) after `max_frames` frames or
+    `max_seconds` seconds, whichever comes first (0 means no limit), after one blank flush
+    frame (marker.FLUSH_INDEX) that pushes the last real frame out of the receiver. `on_sent(index, t)` is
+    called as each frame leaves for the encoder, with `t` on the `clock`.
+    """
+
+    kind = "video"
+
+    def __init__(
+        self,
+        model: BallModel,
+        *,
+        max_frames: int = 0,
+        max_seconds: float = 0.0,
+        on_sent: Callable[[int, float], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.max_frames = max_frames
+        self.max_seconds = max_seconds
+        self._on_sent = on_sent
+        self._clock = clock
+        self._next = 0
+        self._flushed = False
+        self._start: float | None = None
+        self._canvas = render.new_canvas(model.width, model.height)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render")
+        self.finished = asyncio.Event()
+
+    @property
+    def frames_sent(self) -> int:
+        """Frames handed to the encoder so far."""
+        return self._next
+
+    def _limit_reached(self, now: float) -> bool:
+        if self.max_frames and self._next >= self.max_frames:
+            return True
+        return bool(self.max_seconds and self._start is not None
+                    and now - self._start >= self.max_seconds)  # fmt: skip
+
+    def _render(self, index: int) -> VideoFrame:
+        model = self.model
+        bgr = render.draw(
+            model.position(index), model.radius, model.width, model.height,
+            frame_index=index, out=self._canvas,
+        )  # fmt: skip
+        frame = VideoFrame.from_ndarray(bgr, format="bgr24").reformat(format="yuv420p")
+        frame.pts = round(index * VIDEO_CLOCK_RATE / model.fps)
+        frame.time_base = VIDEO_TIME_BASE
+        return frame
+
+    def _render_flush(self) -> VideoFrame:
+        canvas = self._canvas
+        canvas[:] = 0
+        marker.stamp(canvas, marker.FLUSH_INDEX)
+        frame = VideoFrame.from_ndarray(canvas, format="bgr24").reformat(format="yuv420p")
+        frame.pts = round(self._next * VIDEO_CLOCK_RATE / self.model.fps)
+        frame.time_base = VIDEO_TIME_BASE
+        return frame
+
+    async def recv(self) -> VideoFrame:
+        """The next frame, at its due time."""
+        if self.readyState != "live":
+            raise MediaStreamError
+        now = self._clock()
+        if self._start is None:
+            self._start = now
+        if self._limit_reached(now):
+            if self._flushed:
+                self.finish()
+                raise MediaStreamError
+            self._flushed = True
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._render_flush
+            )
+        index = self._next
+        delay = self._start + index / self.model.fps - now
+        if delay > 0:
+            await asyncio.sleep(delay)
+        frame = await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._render, index
+        )
+        self._next = index + 1
+        if self._on_sent is not None:
+            self._on_sent(index, self._clock())
+        return frame
+
+    def finish(self) -> None:
+        """Stop producing frames (the sender ends) and release the render thread."""
+        self.finished.set()
+        self.stop()
+        self._executor.shutdown(wait=False, cancel_futures=True)
