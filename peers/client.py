@@ -220,9 +220,13 @@ class Client:
             await self._wait_flushed()
             self._print_summary()
             return cli.EXIT_OK
-        self._print_summary()
         if stop.is_set():
+            # Leaving on purpose: tell the server so it ends the session instead of failing.
+            self._send(protocol.encode_stats(self.stats(final=True)))
+            await self._wait_flushed()
+            self._print_summary()
             return cli.EXIT_OK
+        self._print_summary()
         print("python -m peers.client: error: the server disconnected before the session ended",
               file=sys.stderr)  # fmt: skip
         return cli.EXIT_FAILED

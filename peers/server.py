@@ -169,7 +169,8 @@ class Server:
 
     async def _stream(self, stop: asyncio.Event) -> None:
         last_publish = time.monotonic()
-        waiters = [asyncio.ensure_future(e.wait()) for e in (stop, self.lost, self.track.finished)]
+        events = (stop, self.lost, self.track.finished, self.final_stats)
+        waiters = [asyncio.ensure_future(e.wait()) for e in events]
         try:
             while not any(w.done() for w in waiters):
                 await asyncio.wait(waiters, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
@@ -186,8 +187,12 @@ class Server:
 
     async def _finish(self) -> None:
         if not self.track.finished.is_set():
+            self.track.request_stop()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self.track.finished.wait()
             self.track.finish()
-        if self.lost.is_set() or self.channel.readyState != "open":
+        if self.lost.is_set() or self.final_stats.is_set() or self.channel.readyState != "open":
             return
         self.channel.send(protocol.encode_end(self.track.frames_sent))
         with contextlib.suppress(TimeoutError):

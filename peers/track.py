@@ -47,6 +47,7 @@ class BallTrack(MediaStreamTrack):
         self._clock = clock
         self._next = 0
         self._flushed = False
+        self._stop_requested = False
         self._start: float | None = None
         self._canvas = render.new_canvas(model.width, model.height)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render")
@@ -70,7 +71,6 @@ class BallTrack(MediaStreamTrack):
             frame_index=index, out=self._canvas,
         )  # fmt: skip
         frame = VideoFrame.from_ndarray(bgr, format="bgr24").reformat(format="yuv420p")
-        frame.pts = round(index * VIDEO_CLOCK_RATE / model.fps)
         frame.time_base = VIDEO_TIME_BASE
         return frame
 
@@ -90,25 +90,43 @@ class BallTrack(MediaStreamTrack):
         now = self._clock()
         if self._start is None:
             self._start = now
-        if self._limit_reached(now):
+        if self._stop_requested or self._limit_reached(now):
             if self._flushed:
                 self.finish()
                 raise MediaStreamError
             self._flushed = True
-            return await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._render_flush
-            )
-        index = self._next
-        delay = self._start + index / self.model.fps - now
+            return await self._in_render_thread(self._render_flush)
+        slot = self._next
+        delay = self._start + slot / self.model.fps - now
         if delay > 0:
             await asyncio.sleep(delay)
-        frame = await asyncio.get_running_loop().run_in_executor(
-            self._executor, self._render, index
-        )
-        self._next = index + 1
+        index = self.index_for_slot(slot)
+        frame = await self._in_render_thread(self._render, index)
+        frame.pts = round(slot * VIDEO_CLOCK_RATE / self.model.fps)
+        self._next = slot + 1
         if self._on_sent is not None:
             self._on_sent(index, self._clock())
         return frame
+
+    async def _in_render_thread(self, render_fn: Callable[..., VideoFrame], *args: int) -> VideoFrame:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, render_fn, *args
+            )
+        except RuntimeError:  # finish() shut the render thread down meanwhile
+            raise MediaStreamError from None
+
+    def request_stop(self) -> None:
+        """End gracefully: the next frame is the flush frame, then the track ends."""
+        self._stop_requested = True
+
+    def index_for_slot(self, slot: int) -> int:
+        """Which frame index the `slot`-th sent frame shows: the slot itself.
+
+        Tests override this to send frames out of order and prove that coordinates are
+        tied to frames by identity, not by arrival order or timestamps.
+        """
+        return slot
 
     def finish(self) -> None:
         """Stop producing frames (the sender ends) and release the render thread."""

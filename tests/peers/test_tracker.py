@@ -1,0 +1,111 @@
+"""process_a for real: a spawned process, a multiprocessing.Queue and Values."""
+
+import asyncio
+import os
+
+import cv2
+import psutil
+import pytest
+
+from peers.ball import BallModel
+from peers.render import draw
+from peers.tracker import Detection, FrameItem, FrameTracker, process_frame
+
+MODEL = BallModel(320, 240, 12, 400, 30, seed=11)
+
+
+def item(index: int, seq: int | None = None, *, stamp: bool = True) -> FrameItem:
+    p = MODEL.position(index)
+    bgr = draw(p, MODEL.radius, 320, 240, frame_index=index if stamp else None)
+    luma = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    return FrameItem(index if seq is None else seq, 320, 240, 320, luma.tobytes())
+
+
+def test_frame_item_honours_row_stride() -> None:
+    plain = item(3)
+    padded = bytearray()
+    for row in range(240):
+        padded += plain.data[row * 320 : (row + 1) * 320] + b"\x00" * 64
+    fid, centre = process_frame(FrameItem(0, 320, 240, 384, bytes(padded)))
+    assert fid == 3
+    assert centre is not None
+
+
+async def run_tracker(frames: list[FrameItem], queue_size: int, pace: float) -> tuple[
+    FrameTracker, list[Detection]
+]:
+    tracker = FrameTracker(queue_size)
+    tracker.start()
+    results: list[Detection] = []
+    tracker.attach(asyncio.get_running_loop(), results.append)
+    assert await tracker.wait_ready(30)
+    for frame in frames:
+        tracker.submit(frame)
+        await asyncio.sleep(pace)
+    assert await tracker.drain(10)
+    await asyncio.sleep(0.05)
+    return tracker, results
+
+
+async def test_results_carry_the_identity_of_their_frame_even_out_of_order() -> None:
+    order = [5, 3, 4, 9, 0, 1, 2, 8, 7, 6, 100, 42]
+    tracker, results = await run_tracker([item(i) for i in order], queue_size=32, pace=0.01)
+    try:
+        assert [r.frame for r in results] == order
+        for r in results:
+            truth = MODEL.position(r.frame)
+            assert abs(r.x - truth.x) < 0.1
+            assert abs(r.y - truth.y) < 0.1
+        assert tracker.dropped == 0
+        assert tracker.delivered == len(order)
+    finally:
+        tracker.close()
+
+
+async def test_unreadable_and_empty_frames_are_counted_not_sent() -> None:
+    blank = FrameItem(0, 320, 240, 320, bytes(320 * 240))
+    tracker, results = await run_tracker([item(1, stamp=False), blank, item(2)], 8, 0.01)
+    try:
+        assert [r.frame for r in results] == [2]
+        assert tracker.shared.unreadable.value == 2  # no marker on either
+    finally:
+        tracker.close()
+
+
+async def test_queue_is_bounded_and_drops_the_oldest_when_behind() -> None:
+    tracker = FrameTracker(queue_size=2)
+    tracker.start()
+    results: list[Detection] = []
+    # No attach yet: process_a blocks on the result slot after its first frame, so it
+    # falls behind and the queue must shed the oldest frames instead of growing.
+    assert await tracker.wait_ready(30)
+    try:
+        for i in range(20):
+            tracker.submit(item(i))
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.3)
+        assert tracker.dropped >= 15
+        tracker.attach(asyncio.get_running_loop(), results.append)
+        assert await tracker.drain(10)
+        await asyncio.sleep(0.05)
+        frames = [r.frame for r in results]
+        assert frames[-1] == 19  # the newest frame survives
+        assert len(frames) + tracker.dropped == 20
+    finally:
+        tracker.close()
+
+
+async def test_close_leaves_no_process_behind() -> None:
+    tracker = FrameTracker(2)
+    tracker.start()
+    assert await tracker.wait_ready(30)
+    pid = tracker.pid
+    assert pid is not None and psutil.pid_exists(pid)
+    tracker.close()
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert not [c for c in psutil.Process(os.getpid()).children() if c.pid == pid]
+
+
+def test_rejects_a_zero_queue() -> None:
+    with pytest.raises(ValueError):
+        FrameTracker(0)
