@@ -60,7 +60,9 @@ class BallModel:
         if self.fps <= 0:
             raise ValueError(f"fps must be > 0, got {self.fps}")
         if 2 * self.radius + 2 > min(self.width, self.height - self.top):
-            raise ValueError(f"radius {self.radius:g} does not fit a {self.width}x{self.height} frame")
+            raise ValueError(
+                f"radius {self.radius:g} does not fit a {self.width}x{self.height} frame"
+            )
         rng = random.Random(self.seed)
         origin = self.start or Position(
             rng.uniform(self.x_min, self.x_max), rng.uniform(self.y_min, self.y_max)

@@ -40,13 +40,18 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags both peers take besides signaling."""
     parser.add_argument("--verbose", "-v", action="store_true", help="print every coordinate")
     parser.add_argument(
-        "--connect-timeout", type=float, default=30.0, metavar="S",
+        "--connect-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
         help="give up if the other peer has not connected within S seconds (default 30)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--ice-servers", default="[]", metavar="JSON",
+        "--ice-servers",
+        default="[]",
+        metavar="JSON",
         help='STUN/TURN servers, e.g. \'[{"urls": ["stun:stun.example:3478"]}]\' (default: none)',
-    )  # fmt: skip
+    )
 
 
 def parse_ice_servers(text: str) -> list[IceServer]:
@@ -63,8 +68,7 @@ def rtc_configuration(servers: list[IceServer]) -> RTCConfiguration:
     """An RTCConfiguration with exactly these servers (never aiortc's public STUN default)."""
     return RTCConfiguration(
         iceServers=[
-            RTCIceServer(urls=s.urls, username=s.username, credential=s.credential)
-            for s in servers
+            RTCIceServer(urls=s.urls, username=s.username, credential=s.credential) for s in servers
         ]
     )
 

@@ -1,6 +1,6 @@
 """The client peer (answerer): receives the ball, finds it in process_a, sends coordinates.
 
-    python -m peers.client answer --verbose
+python -m peers.client answer --verbose
 """
 
 from __future__ import annotations
@@ -39,12 +39,25 @@ def build_parser() -> argparse.ArgumentParser:
         description="Rebound client peer: receives the bouncing ball over WebRTC, locates it "
         "in a separate process and sends each coordinate back.",
     )
-    parser.add_argument("role", nargs="?", default="answer", choices=["answer"],
-                        help="signaling role (the client always answers)")  # fmt: skip
-    parser.add_argument("--display", action="store_true",
-                        help="show received frames (needs an OpenCV build with a GUI)")  # fmt: skip
-    parser.add_argument("--queue-size", type=int, default=4, metavar="N",
-                        help="frames queued for process_a before the oldest is dropped")  # fmt: skip
+    parser.add_argument(
+        "role",
+        nargs="?",
+        default="answer",
+        choices=["answer"],
+        help="signaling role (the client always answers)",
+    )
+    parser.add_argument(
+        "--display",
+        action="store_true",
+        help="show received frames (needs an OpenCV build with a GUI)",
+    )
+    parser.add_argument(
+        "--queue-size",
+        type=int,
+        default=4,
+        metavar="N",
+        help="frames queued for process_a before the oldest is dropped",
+    )
     cli.add_common_arguments(parser)
     signaling.add_arguments(parser)
     return parser
@@ -149,14 +162,16 @@ class Client:
         self._send(protocol.encode_coordinate(detection.frame, detection.x, detection.y))
         self.sent += 1
         if self.args.verbose:
-            print(f"frame {detection.frame:6d}  ball at ({detection.x:8.3f}, {detection.y:8.3f})",
-                  flush=True)  # fmt: skip
+            print(
+                f"frame {detection.frame:6d}  ball at ({detection.x:8.3f}, {detection.y:8.3f})",
+                flush=True,
+            )
 
     async def _consume(self, track: MediaStreamTrack) -> None:
         seq = 0
         with contextlib.suppress(MediaStreamError):
             while True:
-                frame = await track.recv()
+                frame: Any = await track.recv()
                 self.received += 1
                 self.last_frame_at = time.monotonic()
                 self.tracker.submit(frame_item(frame, seq))
@@ -169,10 +184,12 @@ class Client:
         """The client's counters as sent to the server."""
         shared = self.tracker.shared
         return protocol.ClientStats(
-            received=self.received, dropped=self.tracker.dropped,
-            unreadable=int(shared.unreadable.value), missed=int(shared.missed.value),
+            received=self.received,
+            dropped=self.tracker.dropped,
+            unreadable=int(shared.unreadable.value),
+            missed=int(shared.missed.value),
             final=final,
-        )  # fmt: skip
+        )
 
     async def _signal(self) -> None:
         if not await self.tracker.wait_ready(self.args.connect_timeout):
@@ -206,8 +223,9 @@ class Client:
         last_stats = time.monotonic()
         try:
             while not any(w.done() for w in waiters):
-                await asyncio.wait(waiters, timeout=STATS_INTERVAL_S,
-                                   return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+                await asyncio.wait(
+                    waiters, timeout=STATS_INTERVAL_S, return_when=asyncio.FIRST_COMPLETED
+                )
                 if time.monotonic() - last_stats >= STATS_INTERVAL_S:
                     last_stats = time.monotonic()
                     self._send(protocol.encode_stats(self.stats(final=False)))
@@ -227,22 +245,31 @@ class Client:
             self._print_summary()
             return cli.EXIT_OK
         self._print_summary()
-        print("python -m peers.client: error: the server disconnected before the session ended",
-              file=sys.stderr)  # fmt: skip
+        print(
+            "python -m peers.client: error: the server disconnected before the session ended",
+            file=sys.stderr,
+        )
         return cli.EXIT_FAILED
 
     async def _wait_flushed(self) -> None:
         channel = self.channel
         deadline = time.monotonic() + 2.0
-        while (channel is not None and channel.readyState == "open"
-               and channel.bufferedAmount > 0 and time.monotonic() < deadline):  # fmt: skip
+        while (
+            channel is not None
+            and channel.readyState == "open"
+            and channel.bufferedAmount > 0
+            and time.monotonic() < deadline
+        ):
             await asyncio.sleep(0.02)
         await asyncio.sleep(0.1)  # let SCTP hand the last chunk to the transport
 
     def _print_summary(self) -> None:
         s = self.stats(final=True)
-        print(f"\n== Rebound client ==\nframes received {s.received}  coordinates sent {self.sent}"
-              f"  dropped {s.dropped}  unreadable {s.unreadable}  no ball {s.missed}", flush=True)  # fmt: skip
+        print(
+            f"\n== Rebound client ==\nframes received {s.received}  coordinates sent {self.sent}"
+            f"  dropped {s.dropped}  unreadable {s.unreadable}  no ball {s.missed}",
+            flush=True,
+        )
 
     async def run(self, stop: asyncio.Event) -> int:
         """Start process_a, signal, track until the server ends. Returns the exit code."""
@@ -252,9 +279,10 @@ class Client:
             signaled = asyncio.ensure_future(self._signal())
             stopped = asyncio.ensure_future(stop.wait())
             done, _ = await asyncio.wait(
-                {signaled, stopped}, timeout=self.args.connect_timeout,
+                {signaled, stopped},
+                timeout=self.args.connect_timeout,
                 return_when=asyncio.FIRST_COMPLETED,
-            )  # fmt: skip
+            )
             stopped.cancel()
             if signaled not in done:
                 signaled.cancel()

@@ -9,6 +9,8 @@ codec noise elsewhere in the frame from pulling the centroid.
 
 from __future__ import annotations
 
+from typing import cast
+
 import cv2
 import numpy as np
 import numpy.typing as npt
@@ -23,13 +25,11 @@ WINDOW_MARGIN_PX = 4
 def to_luma(frame: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     """A single-channel view of `frame` (BGR frames are converted)."""
     if frame.ndim == 3:
-        return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        return cast(npt.NDArray[np.uint8], cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY))
     return frame
 
 
-def locate(
-    frame: npt.NDArray[np.uint8], top: int = MARKER_BAND_PX
-) -> tuple[float, float] | None:
+def locate(frame: npt.NDArray[np.uint8], top: int = MARKER_BAND_PX) -> tuple[float, float] | None:
     """The ball centre (x, y) in frame pixels, or None when no ball is visible.
 
     `frame` is luma (H x W) or BGR (H x W x 3); rows above `top` (the marker band) are ignored.
@@ -52,7 +52,7 @@ def locate(
     x0, x1 = max(0, int(cx) - half), min(width, int(cx) + half + 2)
     y0, y1 = max(0, int(cy) - half), min(height, int(cy) + half + 2)
     floor = background + max(2, contrast // 32)
-    weights = cv2.subtract(arena[y0:y1, x0:x1], floor)
+    weights = cv2.subtract(arena[y0:y1, x0:x1], floor)  # type: ignore[call-overload]
     fine = cv2.moments(weights)
     if fine["m00"] == 0:
         return None

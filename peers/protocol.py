@@ -136,7 +136,8 @@ def decode(message: object) -> Message:
     if kind == "s":
         if set(obj) != {"k", *_STATS_FIELDS} or type(obj["final"]) is not bool:
             raise ProtocolError("bad_fields", ",".join(sorted(map(str, obj)))[:60])
-        return ClientStats(*(_count(obj, key) for key in _STATS_FIELDS[:-1]), final=obj["final"])
+        received, dropped, unreadable, missed = (_count(obj, k) for k in _STATS_FIELDS[:-1])
+        return ClientStats(received, dropped, unreadable, missed, final=obj["final"])
     if kind == "end":
         return End(_count(obj, "frames"))
     raise ProtocolError("unknown_kind", repr(kind)[:32])

@@ -1,6 +1,6 @@
 """The server peer (offerer): streams the bouncing ball and measures the client's error.
 
-    python -m peers.server offer --verbose
+python -m peers.server offer --verbose
 """
 
 from __future__ import annotations
@@ -39,8 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Rebound server peer: streams a bouncing ball over WebRTC and measures "
         "the error of the coordinates the client sends back.",
     )
-    parser.add_argument("role", nargs="?", default="offer", choices=["offer"],
-                        help="signaling role (the server always offers)")  # fmt: skip
+    parser.add_argument(
+        "role",
+        nargs="?",
+        default="offer",
+        choices=["offer"],
+        help="signaling role (the server always offers)",
+    )
     defaults = SessionSpec(frames=0)
     session = parser.add_argument_group("session")
     session.add_argument("--width", type=int, default=defaults.width, help="frame width (px)")
@@ -50,12 +55,25 @@ def build_parser() -> argparse.ArgumentParser:
     session.add_argument("--speed", type=float, default=defaults.speed, help="ball speed (px/s)")
     session.add_argument("--seed", type=int, default=defaults.seed, help="start position/direction")
     session.add_argument("--frames", type=int, default=0, help="frames to send (0 = no limit)")
-    session.add_argument("--duration", type=float, default=0.0,
-                         help="seconds to stream (0 = no limit); the first limit reached ends")  # fmt: skip
-    parser.add_argument("--summary-json", type=Path, metavar="PATH",
-                        help="write the session summary as JSON to PATH")  # fmt: skip
-    parser.add_argument("--metrics-interval", type=float, default=2.0, metavar="S",
-                        help="publish live metrics every S seconds (configmap signaling)")  # fmt: skip
+    session.add_argument(
+        "--duration",
+        type=float,
+        default=0.0,
+        help="seconds to stream (0 = no limit); the first limit reached ends",
+    )
+    parser.add_argument(
+        "--summary-json",
+        type=Path,
+        metavar="PATH",
+        help="write the session summary as JSON to PATH",
+    )
+    parser.add_argument(
+        "--metrics-interval",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="publish live metrics every S seconds (configmap signaling)",
+    )
     cli.add_common_arguments(parser)
     signaling.add_arguments(parser)
     return parser
@@ -65,10 +83,15 @@ def spec_from_args(args: argparse.Namespace) -> SessionSpec:
     """The session the flags describe; UsageError with a one-line message if invalid."""
     try:
         return SessionSpec(
-            width=args.width, height=args.height, fps=args.fps, radius=args.radius,
-            speed=args.speed, seed=args.seed, frames=args.frames,
+            width=args.width,
+            height=args.height,
+            fps=args.fps,
+            radius=args.radius,
+            speed=args.speed,
+            seed=args.seed,
+            frames=args.frames,
             duration_seconds=args.duration,
-        )  # fmt: skip
+        )
     except ValidationError as exc:
         raise cli.UsageError(cli.describe_validation_error(exc, FLAG_NAMES)) from None
 
@@ -102,9 +125,11 @@ class Server:
         self.signaling = signaling.create("offer", args)
         self.pc = RTCPeerConnection(cli.rtc_configuration(cli.parse_ice_servers(args.ice_servers)))
         self.track = BallTrack(
-            self.model, max_frames=spec.frames, max_seconds=spec.duration_seconds,
+            self.model,
+            max_frames=spec.frames,
+            max_seconds=spec.duration_seconds,
             on_sent=self.matcher.on_frame_sent,
-        )  # fmt: skip
+        )
         self.channel: RTCDataChannel = self.pc.createDataChannel("coordinates")
         self.channel.on("message", self._on_message)
         self.pc.addTrack(self.track)
@@ -147,8 +172,9 @@ class Server:
             if message is None or message is signaling.BYE:
                 raise SignalingError("the client hung up during signaling")
         await self.connected.wait()
-        log.info("connected; streaming %dx%d at %d fps", self.spec.width, self.spec.height,
-                 self.spec.fps)  # fmt: skip
+        log.info(
+            "connected; streaming %dx%d at %d fps", self.spec.width, self.spec.height, self.spec.fps
+        )
 
     def _report(self) -> None:
         summary = self.matcher.stats.summary()
@@ -211,8 +237,10 @@ class Server:
             print(f"messages ignored   {rejected}")
         client = self.matcher.client
         if client is not None:
-            print(f"client counters    received {client.received}  dropped {client.dropped}  "
-                  f"unreadable {client.unreadable}  no ball {client.missed}")  # fmt: skip
+            print(
+                f"client counters    received {client.received}  dropped {client.dropped}  "
+                f"unreadable {client.unreadable}  no ball {client.missed}"
+            )
         sys.stdout.flush()
         if self.args.summary_json is not None:
             self.args.summary_json.write_text(cli.dump_json(summary) + "\n")
@@ -224,9 +252,10 @@ class Server:
             signaled = asyncio.ensure_future(self._signal())
             stopped = asyncio.ensure_future(stop.wait())
             done, _ = await asyncio.wait(
-                {signaled, stopped}, timeout=self.args.connect_timeout,
+                {signaled, stopped},
+                timeout=self.args.connect_timeout,
                 return_when=asyncio.FIRST_COMPLETED,
-            )  # fmt: skip
+            )
             stopped.cancel()
             if signaled not in done:
                 signaled.cancel()
@@ -247,8 +276,9 @@ class Server:
             self._write_summary()
             await self._publish(final=True)
             if self.lost.is_set() and not self.final_stats.is_set():
-                return await self._fail("the client disconnected before the session ended",
-                                        cli.EXIT_FAILED)  # fmt: skip
+                return await self._fail(
+                    "the client disconnected before the session ended", cli.EXIT_FAILED
+                )
             return cli.EXIT_OK
         finally:
             await self.close()

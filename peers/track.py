@@ -24,8 +24,8 @@ class BallTrack(MediaStreamTrack):
 
     Ends (MediaStreamError, which stops aiortc's sender) after `max_frames` frames or
     `max_seconds` seconds, whichever comes first (0 means no limit), after one blank flush
-    frame (marker.FLUSH_INDEX) that pushes the last real frame out of the receiver. `on_sent(index, t)` is
-    called as each frame leaves for the encoder, with `t` on the `clock`.
+    frame (marker.FLUSH_INDEX) that pushes the last real frame out of the receiver.
+    `on_sent(index, t)` is called as each frame leaves for the encoder, with `t` on the `clock`.
     """
 
     kind = "video"
@@ -61,15 +61,20 @@ class BallTrack(MediaStreamTrack):
     def _limit_reached(self, now: float) -> bool:
         if self.max_frames and self._next >= self.max_frames:
             return True
-        return bool(self.max_seconds and self._start is not None
-                    and now - self._start >= self.max_seconds)  # fmt: skip
+        return bool(
+            self.max_seconds and self._start is not None and now - self._start >= self.max_seconds
+        )
 
     def _render(self, index: int) -> VideoFrame:
         model = self.model
         bgr = render.draw(
-            model.position(index), model.radius, model.width, model.height,
-            frame_index=index, out=self._canvas,
-        )  # fmt: skip
+            model.position(index),
+            model.radius,
+            model.width,
+            model.height,
+            frame_index=index,
+            out=self._canvas,
+        )
         frame = VideoFrame.from_ndarray(bgr, format="bgr24").reformat(format="yuv420p")
         frame.time_base = VIDEO_TIME_BASE
         return frame
@@ -108,7 +113,9 @@ class BallTrack(MediaStreamTrack):
             self._on_sent(index, self._clock())
         return frame
 
-    async def _in_render_thread(self, render_fn: Callable[..., VideoFrame], *args: int) -> VideoFrame:
+    async def _in_render_thread(
+        self, render_fn: Callable[..., VideoFrame], *args: int
+    ) -> VideoFrame:
         try:
             return await asyncio.get_running_loop().run_in_executor(
                 self._executor, render_fn, *args

@@ -126,7 +126,7 @@ class FrameTracker:
     def __init__(self, queue_size: int = 4) -> None:
         if queue_size < 1:
             raise ValueError("queue_size must be >= 1")
-        self._ctx = mp.get_context(START_METHOD)
+        self._ctx: Any = mp.get_context(START_METHOD)
         self._frames = self._ctx.Queue(maxsize=queue_size)
         self.shared = SharedResult(self._ctx)
         self._doorbell_r, self._doorbell_w = self._ctx.Pipe(duplex=False)
@@ -167,7 +167,9 @@ class FrameTracker:
         """Wait (off the event loop) until process_a runs its loop; False on timeout."""
         return bool(await asyncio.to_thread(self._ready.wait, timeout))
 
-    def attach(self, loop: asyncio.AbstractEventLoop, on_result: Callable[[Detection], None]) -> None:
+    def attach(
+        self, loop: asyncio.AbstractEventLoop, on_result: Callable[[Detection], None]
+    ) -> None:
         """Deliver each result to `on_result` on `loop` (the client's main thread)."""
         self._loop, self._on_result = loop, on_result
         loop.add_reader(self._doorbell_r.fileno(), self._ring)

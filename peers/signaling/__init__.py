@@ -17,14 +17,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Signaling flags shared by both peers (names as in aiortc's examples)."""
     group = parser.add_argument_group("signaling")
     group.add_argument(
-        "--signaling", "-s", choices=["tcp-socket", "configmap"], default="tcp-socket",
+        "--signaling",
+        "-s",
+        choices=["tcp-socket", "configmap"],
+        default="tcp-socket",
         help="signaling transport (default: tcp-socket)",
     )
     group.add_argument("--signaling-host", default=DEFAULT_HOST, help="tcp-socket host")
     group.add_argument("--signaling-port", type=int, default=DEFAULT_PORT, help="tcp-socket port")
     group.add_argument("--configmap", help="configmap signaling: the ConfigMap's name")
     group.add_argument("--namespace", help="configmap signaling: the ConfigMap's namespace")
-    group.add_argument("--kubeconfig", help="configmap signaling outside a cluster")  # fmt: skip
+    group.add_argument("--kubeconfig", help="configmap signaling outside a cluster")
 
 
 def validate_arguments(args: argparse.Namespace) -> str | None:

@@ -8,6 +8,7 @@ the client retries the connection until its caller's timeout.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from aiortc.contrib.signaling import TcpSocketSignaling
@@ -60,7 +61,5 @@ class TcpSignaling:
 
     async def close(self) -> None:
         """Say BYE if connected, then close the socket and the listener."""
-        try:
+        with contextlib.suppress(OSError, RuntimeError):
             await self._inner.close()
-        except (OSError, RuntimeError):
-            pass

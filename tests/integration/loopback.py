@@ -30,9 +30,12 @@ def peer(module: str, *args: str, cwd: Path | None = None) -> subprocess.Popen[s
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
         [sys.executable, "-m", f"peers.{module}", *args],
-        cwd=cwd or REPO, env=env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
+        cwd=cwd or REPO,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def children_of(proc: subprocess.Popen[str]) -> list[int]:
@@ -102,7 +105,8 @@ def start_session(tmp: Path, server_args: list[str], client_args: list[str] = ()
     """Start server then client on a fresh port; the summary goes to tmp/summary.json."""
     port = str(free_port())
     summary = tmp / "summary.json"
-    server = peer("server", "offer", "--signaling-port", port, "--summary-json", str(summary),
-                  *server_args)  # fmt: skip
+    server = peer(
+        "server", "offer", "--signaling-port", port, "--summary-json", str(summary), *server_args
+    )
     client = peer("client", "answer", "--signaling-port", port, *client_args)
     return Session(server, client, summary)

@@ -16,8 +16,11 @@ REPO = Path(__file__).resolve().parents[2]
 def run(module: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", f"peers.{module}", *args],
-        cwd=REPO, capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def free_port() -> str:
@@ -84,7 +87,6 @@ def test_client_times_out_when_no_server_shows_up() -> None:
 
 
 def test_display_without_a_gui_says_so_and_runs_headless() -> None:
-    result = run("client", "--display", "--signaling-port", free_port(),
-                 "--connect-timeout", "1")  # fmt: skip
+    result = run("client", "--display", "--signaling-port", free_port(), "--connect-timeout", "1")
     assert result.returncode == 3
     assert "headless" in result.stderr

@@ -48,10 +48,16 @@ def test_hostile_messages_are_counted_and_never_skew_the_error(
 ) -> None:
     matcher.on_frame_sent(0, 0.0)
     hostile = [
-        "garbage", b"\xff" * 100, "x" * 100_000, '{"k":"c","f":0,"x":NaN,"y":0}',
-        '{"k":"c","f":0,"x":"0","y":0}', '{"k":"c","f":5,"x":0,"y":0}', None, 3.14,
+        "garbage",
+        b"\xff" * 100,
+        "x" * 100_000,
+        '{"k":"c","f":0,"x":NaN,"y":0}',
+        '{"k":"c","f":0,"x":"0","y":0}',
+        '{"k":"c","f":5,"x":0,"y":0}',
+        None,
+        3.14,
         '{"k":"end","frames":1}',
-    ]  # fmt: skip
+    ]
     for message in hostile:
         assert matcher.on_message(message, 1.0) is None
     assert matcher.stats.frames_matched == 0

@@ -31,9 +31,9 @@ def test_frame_item_honours_row_stride() -> None:
     assert centre is not None
 
 
-async def run_tracker(frames: list[FrameItem], queue_size: int, pace: float) -> tuple[
-    FrameTracker, list[Detection]
-]:
+async def run_tracker(
+    frames: list[FrameItem], queue_size: int, pace: float
+) -> tuple[FrameTracker, list[Detection]]:
     tracker = FrameTracker(queue_size)
     tracker.start()
     results: list[Detection] = []

@@ -1,0 +1,160 @@
+"""`make bench-peers`: detector throughput and full loopback sessions, as Markdown tables.
+
+Detector: frames rendered, passed through a VP8-like lossy path (JPEG q=50 + noise) and
+timed (a) in a spawned process calling what process_a calls per frame (marker + locate) and
+(b) through the whole FrameTracker pipeline (queue, pickling, Values, doorbell, event loop).
+Sessions: both peers as processes on 127.0.0.1, default VP8 bitrate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import sys
+import time
+from typing import Any
+
+import cv2
+import numpy as np
+
+from bench.machine import describe
+from bench.sessions import run_session
+from peers.ball import BallModel
+from peers.render import draw
+from peers.tracker import START_METHOD, FrameItem, FrameTracker, process_frame
+
+SIZES = [(640, 480), (1280, 720)]
+
+
+def _frames(width: int, height: int, count: int = 64) -> list[FrameItem]:
+    model = BallModel(width, height, 20, 400, 30, seed=3)
+    rng = np.random.default_rng(0)
+    items = []
+    for i in range(count):
+        bgr = draw(model.position(i), 20, width, height, frame_index=i)
+        _, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 50])
+        luma = np.asarray(cv2.imdecode(jpeg, cv2.IMREAD_GRAYSCALE), dtype=np.float32)
+        luma = np.clip(16 + luma * 219 / 255 + rng.normal(0, 1.5, luma.shape), 0, 255)
+        items.append(FrameItem(i, width, height, width, luma.astype(np.uint8).tobytes()))
+    return items
+
+
+def _detector_loop(width: int, height: int, seconds: float, out: Any) -> None:
+    items = _frames(width, height)
+    done = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        process_frame(items[done % len(items)])
+        done += 1
+    out.put(done / (time.perf_counter() - start))
+
+
+def detector_in_process(width: int, height: int, seconds: float) -> float:
+    """Frames/s of process_a's per-frame work, measured inside a spawned process."""
+    ctx: Any = mp.get_context(START_METHOD)
+    out = ctx.Queue()
+    proc = ctx.Process(target=_detector_loop, args=(width, height, seconds, out))
+    proc.start()
+    rate = float(out.get(timeout=seconds + 60))
+    proc.join()
+    return rate
+
+
+async def _pipeline(width: int, height: int, count: int) -> tuple[float, int]:
+    items = _frames(width, height)
+    tracker = FrameTracker(queue_size=8)
+    tracker.start()
+    delivered = 0
+
+    def on_result(_: object) -> None:
+        nonlocal delivered
+        delivered += 1
+
+    tracker.attach(asyncio.get_running_loop(), on_result)
+    await tracker.wait_ready(60)
+    start = time.perf_counter()
+    for i in range(count):
+        tracker.submit(items[i % len(items)])
+        if i % 4 == 3:
+            await asyncio.sleep(0)
+    await tracker.drain(60)
+    elapsed = time.perf_counter() - start
+    dropped = tracker.dropped
+    await asyncio.to_thread(tracker.close)
+    return (count - dropped) / elapsed, dropped
+
+
+def detector_table(seconds: float) -> str:
+    """Markdown: detector frames/s per size, alone and through the whole pipeline."""
+    rows = [
+        "| frame | process_a detector (frames/s) | queue→process_a→Values→loop (frames/s) |",
+        "|---|---:|---:|",
+    ]
+    for width, height in SIZES:
+        alone = detector_in_process(width, height, seconds)
+        pipeline, _ = asyncio.run(_pipeline(width, height, 2000))
+        rows.append(f"| {width}x{height} | {alone:,.0f} | {pipeline:,.0f} |")
+    return "\n".join(rows)
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def session_table(configs: list[tuple[int, int, int, int]]) -> str:
+    """Markdown: one row per full session (width, height, fps, seconds)."""
+    rows = [
+        "| session | frames sent | achieved fps | matched | client drops "
+        "| error mean / p95 / max (px) "
+        "| latency p50 / p95 (ms) | RSS server / client (MB) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for width, height, fps, seconds in configs:
+        s = run_session(
+            [
+                "--width",
+                str(width),
+                "--height",
+                str(height),
+                "--fps",
+                str(fps),
+                "--duration",
+                str(seconds),
+            ],
+            timeout=seconds + 120,
+        )
+        sent = s["frames_sent"]
+        ratio = 100.0 * s["frames_matched"] / sent if sent else 0.0
+        rows.append(
+            f"| {width}x{height}@{fps}, {seconds} s | {sent} | {_fmt(s['achieved_fps'])} "
+            f"({100.0 * (s['achieved_fps'] or 0) / fps:.1f}%) | {ratio:.2f}% "
+            f"| {s['frames_dropped_by_client']} | {_fmt(s['mean_error_px'], 3)} / "
+            f"{_fmt(s['p95_error_px'], 3)} / {_fmt(s['max_error_px'], 3)} "
+            f"| {_fmt(s['latency_ms_p50'], 1)} / {_fmt(s['latency_ms_p95'], 1)} "
+            f"| {s['server_rss_mb']} / {s['client_rss_mb']} |"
+        )
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the detector and session tables."""
+    parser = argparse.ArgumentParser(prog="python -m bench.peers")
+    parser.add_argument("--quick", action="store_true", help="short runs (smoke test)")
+    args = parser.parse_args(argv)
+    seconds = 2.0 if args.quick else 5.0
+    configs = (
+        [(640, 480, 30, 5), (1280, 720, 60, 5)]
+        if args.quick
+        else [(640, 480, 30, 30), (1280, 720, 60, 30)]
+    )
+    print(f"Machine: {describe()}\n")
+    print("### Detector throughput\n")
+    print(detector_table(seconds), "\n", flush=True)
+    print("### Full sessions (loopback, VP8 default bitrate)\n")
+    print(session_table(configs), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
