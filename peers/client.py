@@ -19,11 +19,13 @@ from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection, RTCSessi
 from aiortc.mediastreams import MediaStreamError
 
 from peers import cli, protocol, signaling
+from peers.session import INTERRUPTED, TIMED_OUT, connect_within, fail, first_of
 from peers.signaling.base import SignalingError
 from peers.tracker import Detection, FrameItem, FrameTracker
 
 log = logging.getLogger("rebound.client")
 
+PROG = "python -m peers.client"
 STATS_INTERVAL_S = 1.0
 END_SETTLE_S = 0.5
 """After the server's end notice: how long without new frames means none are in flight."""
@@ -219,19 +221,13 @@ class Client:
             await asyncio.sleep(0.02)
 
     async def _session(self, stop: asyncio.Event) -> int:
-        waiters = [asyncio.ensure_future(e.wait()) for e in (stop, self.lost, self.ended)]
+        events = (stop, self.lost, self.ended)
         last_stats = time.monotonic()
-        try:
-            while not any(w.done() for w in waiters):
-                await asyncio.wait(
-                    waiters, timeout=STATS_INTERVAL_S, return_when=asyncio.FIRST_COMPLETED
-                )
-                if time.monotonic() - last_stats >= STATS_INTERVAL_S:
-                    last_stats = time.monotonic()
-                    self._send(protocol.encode_stats(self.stats(final=False)))
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
+        while not any(event.is_set() for event in events):
+            await first_of(*events, timeout=STATS_INTERVAL_S)
+            if time.monotonic() - last_stats >= STATS_INTERVAL_S:
+                last_stats = time.monotonic()
+                self._send(protocol.encode_stats(self.stats(final=False)))
         if self.ended.is_set():
             await self._settle_after_end()
             self._send(protocol.encode_stats(self.stats(final=True)))
@@ -276,39 +272,23 @@ class Client:
         try:
             self.tracker.start()
             self.tracker.attach(asyncio.get_running_loop(), self._on_detection)
-            signaled = asyncio.ensure_future(self._signal())
-            stopped = asyncio.ensure_future(stop.wait())
-            done, _ = await asyncio.wait(
-                {signaled, stopped},
-                timeout=self.args.connect_timeout,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            stopped.cancel()
-            if signaled not in done:
-                signaled.cancel()
-                with contextlib.suppress(asyncio.CancelledError, SignalingError, OSError):
-                    await signaled
-                if stop.is_set():
-                    return cli.EXIT_INTERRUPTED
+            try:
+                outcome = await connect_within(self._signal(), stop, self.args.connect_timeout)
+            except SignalingError as exc:
+                return await self._fail(str(exc), cli.EXIT_FAILED)
+            if outcome == INTERRUPTED:
+                return cli.EXIT_INTERRUPTED
+            if outcome == TIMED_OUT:
                 return await self._fail(
                     f"no server offer/connection within {self.args.connect_timeout:g} s",
                     cli.EXIT_TIMEOUT,
                 )
-            try:
-                signaled.result()
-            except SignalingError as exc:
-                return await self._fail(str(exc), cli.EXIT_FAILED)
             return await self._session(stop)
         finally:
             await self.close()
 
     async def _fail(self, message: str, code: int) -> int:
-        print(f"python -m peers.client: error: {message}", file=sys.stderr)
-        publish_error = getattr(self.signaling, "publish_error", None)
-        if publish_error is not None:
-            with contextlib.suppress(Exception):
-                await publish_error(message)
-        return code
+        return await fail(PROG, self.signaling, message, code)
 
     async def close(self) -> None:
         """Stop the consumer, process_a, the peer connection and signaling."""

@@ -22,6 +22,7 @@ from peers.ball import BallModel
 from peers.config import SessionSpec
 from peers.matching import CoordinateMatcher, Match
 from peers.metrics import format_summary
+from peers.session import INTERRUPTED, TIMED_OUT, connect_within, fail, first_of
 from peers.signaling.base import SignalingError
 from peers.track import BallTrack
 
@@ -29,6 +30,7 @@ log = logging.getLogger("rebound.server")
 
 END_GRACE_S = 5.0
 """After the last frame: how long to wait for the client's final counters."""
+PROG = "python -m peers.server"
 FLAG_NAMES = {"duration_seconds": "--duration"}
 
 
@@ -196,20 +198,15 @@ class Server:
     async def _stream(self, stop: asyncio.Event) -> None:
         last_publish = time.monotonic()
         events = (stop, self.lost, self.track.finished, self.final_stats)
-        waiters = [asyncio.ensure_future(e.wait()) for e in events]
-        try:
-            while not any(w.done() for w in waiters):
-                await asyncio.wait(waiters, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
-                now = time.monotonic()
-                if not self.args.verbose and now - self._last_report >= 1.0:
-                    self._last_report = now
-                    self._report()
-                if now - last_publish >= self.args.metrics_interval:
-                    last_publish = now
-                    await self._publish(final=False)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
+        while not any(event.is_set() for event in events):
+            await first_of(*events, timeout=1.0)
+            now = time.monotonic()
+            if not self.args.verbose and now - self._last_report >= 1.0:
+                self._last_report = now
+                self._report()
+            if now - last_publish >= self.args.metrics_interval:
+                last_publish = now
+                await self._publish(final=False)
 
     async def _finish(self) -> None:
         if not self.track.finished.is_set():
@@ -223,10 +220,7 @@ class Server:
         self.channel.send(protocol.encode_end(self.track.frames_sent))
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(END_GRACE_S):
-                waiters = [asyncio.ensure_future(e.wait()) for e in (self.final_stats, self.lost)]
-                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-                for waiter in waiters:
-                    waiter.cancel()
+                await first_of(self.final_stats, self.lost)
 
     def _write_summary(self) -> dict[str, Any]:
         summary = self.matcher.stats.summary()
@@ -249,28 +243,17 @@ class Server:
     async def run(self, stop: asyncio.Event) -> int:
         """Signal, stream until a limit/stop/loss, then summarise. Returns the exit code."""
         try:
-            signaled = asyncio.ensure_future(self._signal())
-            stopped = asyncio.ensure_future(stop.wait())
-            done, _ = await asyncio.wait(
-                {signaled, stopped},
-                timeout=self.args.connect_timeout,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            stopped.cancel()
-            if signaled not in done:
-                signaled.cancel()
-                with contextlib.suppress(asyncio.CancelledError, SignalingError, OSError):
-                    await signaled
-                if stop.is_set():
-                    return cli.EXIT_INTERRUPTED
+            try:
+                outcome = await connect_within(self._signal(), stop, self.args.connect_timeout)
+            except SignalingError as exc:
+                return await self._fail(str(exc), cli.EXIT_FAILED)
+            if outcome == INTERRUPTED:
+                return cli.EXIT_INTERRUPTED
+            if outcome == TIMED_OUT:
                 return await self._fail(
                     f"no client connected within {self.args.connect_timeout:g} s",
                     cli.EXIT_TIMEOUT,
                 )
-            try:
-                signaled.result()
-            except SignalingError as exc:
-                return await self._fail(str(exc), cli.EXIT_FAILED)
             await self._stream(stop)
             await self._finish()
             self._write_summary()
@@ -284,12 +267,7 @@ class Server:
             await self.close()
 
     async def _fail(self, message: str, code: int) -> int:
-        print(f"python -m peers.server: error: {message}", file=sys.stderr)
-        publish_error = getattr(self.signaling, "publish_error", None)
-        if publish_error is not None:
-            with contextlib.suppress(Exception):
-                await publish_error(message)
-        return code
+        return await fail(PROG, self.signaling, message, code)
 
     async def close(self) -> None:
         """Close the track, the peer connection and signaling."""
