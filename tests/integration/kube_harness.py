@@ -1,0 +1,417 @@
+"""A stand-in cluster for tests: kmock's KubernetesEmulator, a fake kubelet and a GC.
+
+No Kubernetes cluster can run here, so the operator and the peers talk to kmock's
+`KubernetesEmulator` (an in-memory API server) running in a background thread. It merges
+patches naively and validates nothing; the CRD schema is tested separately. This module
+adds what a real cluster would do around it:
+- `ReboundEmulator` fills metadata the API server would (uid, namespace, creationTimestamp,
+  resourceVersion, generation) so owner references and watches behave;
+- `FakeKubelet` runs each Pod as a local process (command, args and env from the Pod spec;
+  `python` is this interpreter) and reports phase, start and exit code back;
+- `GarbageCollector` deletes objects whose owner (by ownerReferences uid) is gone, as the
+  Kubernetes garbage collector does; the emulator has none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import kmock
+import yaml
+from kmock._internal import parsing as _parsing
+from kmock._internal import rendering as _rendering
+from kmock import KubernetesEmulator, ResourceInfo, Server
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+REPO = Path(__file__).resolve().parents[2]
+CRD_PATH = REPO / "crds" / "ballsession.yaml"
+SESSIONS = "rebound.dev/v1alpha1/ballsessions"
+_versions = itertools.count(1000)
+
+
+def _parse_path_with_namespaces(path: str) -> Any:
+    """kmock 0.8 mis-parses `/api/v1/namespaces[/NAME]` (the Namespace objects themselves) as
+    a namespace prefix with nothing after it and fails every such request with a 500, which
+    stalls kopf's namespace observer; parse those two forms as the `namespaces` resource."""
+    parts = path.strip("/").split("/")
+    if parts[:2] == ["api", "v1"] and parts[2:3] == ["namespaces"] and len(parts) <= 4:
+        name = parts[3] if len(parts) == 4 else None
+        return _parsing.ParsedPath("", "v1", "namespaces", None, name, None)
+    return _original_parse_path(path)
+
+
+_original_parse_path = _parsing.parse_path
+_parsing.parse_path = _parse_path_with_namespaces
+_rendering.parsing.parse_path = _parse_path_with_namespaces
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class ReboundEmulator(KubernetesEmulator):
+    """The emulator plus the metadata a real API server fills in on create.
+
+    resourceVersion is set once and not bumped on updates: kopf guards some patches with a
+    JSON-patch `test` on it, which kmock answers with a 500 instead of a 409 Conflict.
+    """
+
+    async def _handle(self, request: kmock.Request) -> Any:
+        data = request.data
+        if request.resource is not None and isinstance(data, dict):
+            meta = data.setdefault("metadata", {})
+            if request.action == kmock.action.CREATE:
+                if not meta.get("name") and meta.get("generateName"):
+                    meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+                meta.setdefault("uid", str(uuid.uuid4()))
+                meta.setdefault("creationTimestamp", _now())
+                meta.setdefault("generation", 1)
+                meta.setdefault("resourceVersion", str(next(_versions)))
+                if request.namespace and not meta.get("namespace"):
+                    meta["namespace"] = request.namespace
+        return await super()._handle(request)
+
+
+class Emulator:
+    """The emulated API server, served from its own thread and event loop."""
+
+    def __init__(self, namespace: str = "rebound-test") -> None:
+        self.namespace = namespace
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="kmock", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise RuntimeError("the emulated API server did not start")
+        self.api = self.api_client()
+        self._seed()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._start())
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _start(self) -> None:
+        self.kmock = ReboundEmulator()
+        await self.kmock.__aenter__()
+        self._server = Server(self.kmock)
+        await self._server.__aenter__()
+        self.kmock.resources.load_bundled()
+        self.kmock.resources[SESSIONS] = ResourceInfo(
+            kind="BallSession",
+            namespaced=True,
+            verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
+            subresources={"status"},
+            shortnames={"bs"},
+        )
+
+    def _seed(self) -> None:
+        crd = yaml.safe_load(CRD_PATH.read_text())
+        ext = client.ApiextensionsV1Api(self.api)
+        ext.create_custom_resource_definition(crd)
+        # kmock cannot parse POST /api/v1/namespaces (a cluster-scoped collection named
+        # "namespaces"), so the namespace is put in place directly.
+        namespace = {"apiVersion": "v1", "kind": "Namespace",
+                     "metadata": {"name": self.namespace, "uid": str(uuid.uuid4())}}  # fmt: skip
+
+        async def put() -> None:
+            self.kmock.objects["v1/namespaces", None, self.namespace] = namespace
+
+        self.call(put())
+
+    @property
+    def url(self) -> str:
+        """Base URL of the emulated API server."""
+        return str(self.kmock.url).rstrip("/")
+
+    def api_client(self) -> client.ApiClient:
+        """A `kubernetes` client pointed at the emulator."""
+        configuration = client.Configuration()
+        configuration.host = self.url
+        return client.ApiClient(configuration)
+
+    def write_kubeconfig(self, path: Path) -> Path:
+        """A kubeconfig for subprocesses (peers, operator) pointing at the emulator."""
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "emulator",
+                    "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
+                    "users": [{"name": "tester", "user": {"token": "emulated"}}],
+                    "contexts": [
+                        {
+                            "name": "emulator",
+                            "context": {
+                                "cluster": "emulator",
+                                "user": "tester",
+                                "namespace": self.namespace,
+                            },
+                        }
+                    ],
+                }
+            )
+        )
+        return path
+
+    def call(self, coro: Any) -> Any:
+        """Run a coroutine on the emulator's loop and wait for it."""
+        future: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        return future.result(30)
+
+    def objects(self, resource: str) -> list[dict[str, Any]]:
+        """Live (not deleted) objects of a resource, e.g. 'v1/pods'."""
+
+        async def snapshot() -> list[dict[str, Any]]:
+            found = []
+            for (res, _, _), obj in list(self.kmock.objects.items()):
+                if str(res) == str(kmock.resource(resource)) and not obj.deleted:
+                    found.append(dict(obj.raw))
+            return found
+
+        return list(self.call(snapshot()))
+
+    def all_objects(self) -> list[tuple[str, dict[str, Any]]]:
+        """(resource, object) for every live object."""
+
+        async def snapshot() -> list[tuple[str, dict[str, Any]]]:
+            return [
+                (str(res), dict(obj.raw))
+                for (res, _, _), obj in list(self.kmock.objects.items())
+                if not obj.deleted
+            ]
+
+        return list(self.call(snapshot()))
+
+    def close(self) -> None:
+        """Stop the server and its thread."""
+
+        async def stop() -> None:
+            await self._server.__aexit__(None, None, None)
+            await self.kmock.__aexit__(None, None, None)
+
+        with contextlib.suppress(Exception):
+            self.call(stop())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+@dataclass
+class RunningPod:
+    """A Pod the fake kubelet is running as a local process."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    started_at: str
+    reported: str = "Running"
+
+
+@dataclass
+class FakeKubelet:
+    """Runs the emulator's Pods as local processes and reports their status back."""
+
+    emulator: Emulator
+    kubeconfig: Path
+    logs: Path
+    namespace: str
+    hold: set[str] = field(default_factory=set)
+    """Pod names never started (left Pending), to simulate a pod that cannot start."""
+    _pods: dict[str, RunningPod] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __post_init__(self) -> None:
+        self.core = client.CoreV1Api(self.emulator.api_client())
+
+    def start(self) -> FakeKubelet:
+        """Start watching for Pods (polling every 0.2 s)."""
+        self._thread = threading.Thread(target=self._loop, name="fake-kubelet", daemon=True)
+        self._thread.start()
+        return self
+
+    def _env(self, container: dict[str, Any], pod: dict[str, Any]) -> dict[str, str]:
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONPATH": str(REPO)}
+        for item in container.get("env") or []:
+            if "value" in item:
+                env[item["name"]] = str(item["value"])
+            elif "valueFrom" in item:
+                path = item["valueFrom"].get("fieldRef", {}).get("fieldPath", "")
+                meta = pod["metadata"]
+                env[item["name"]] = {
+                    "metadata.name": meta["name"],
+                    "metadata.namespace": meta["namespace"],
+                    "status.podIP": "127.0.0.1",
+                }.get(path, "")
+        return env
+
+    def _launch(self, pod: dict[str, Any]) -> None:
+        name = pod["metadata"]["name"]
+        container = pod["spec"]["containers"][0]
+        command = list(container.get("command") or []) + list(container.get("args") or [])
+        if command and command[0] in ("python", "python3"):
+            command[0] = sys.executable
+        log = self.logs / f"{name}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                command, cwd=REPO, env=self._env(container, pod), stdout=out,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        started = _now()
+        self._pods[name] = RunningPod(name, process, log, started)
+        self._report(name, "Running", {"running": {"startedAt": started}})
+
+    def _report(self, name: str, phase: str, state: dict[str, Any]) -> None:
+        status = {
+            "phase": phase,
+            "podIP": "127.0.0.1",
+            "containerStatuses": [{
+                "name": "peer", "ready": phase == "Running", "state": state,
+                "image": "local", "imageID": "local", "restartCount": 0,
+            }],  # fmt: skip
+        }
+        with contextlib.suppress(ApiException):
+            self.core.patch_namespaced_pod_status(name, self.namespace, {"status": status})
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                pods = self.core.list_namespaced_pod(self.namespace).items
+            except Exception:  # the emulator may be shutting down
+                self._stop.wait(0.2)
+                continue
+            present = set()
+            for pod in pods:
+                raw = self.core.api_client.sanitize_for_serialization(pod)
+                name = raw["metadata"]["name"]
+                present.add(name)
+                if name not in self._pods and name not in self.hold:
+                    if (raw.get("status") or {}).get("phase") in (None, "Pending"):
+                        self._launch(raw)
+            for name, running in list(self._pods.items()):
+                code = running.process.poll()
+                if name not in present:
+                    self._terminate(running)
+                    del self._pods[name]
+                elif code is not None and running.reported == "Running":
+                    phase = "Succeeded" if code == 0 else "Failed"
+                    running.reported = phase
+                    self._report(name, phase, {"terminated": {
+                        "exitCode": code, "reason": "Completed" if code == 0 else "Error",
+                        "startedAt": running.started_at, "finishedAt": _now(),
+                    }})  # fmt: skip
+            self._stop.wait(0.2)
+
+    @staticmethod
+    def _terminate(running: RunningPod, sig: int = signal.SIGTERM) -> None:
+        if running.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(running.process.pid, sig)
+            try:
+                running.process.wait(15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(running.process.pid, signal.SIGKILL)
+                running.process.wait()
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a pod's process group (the pod then reports Failed, exit -9)."""
+        running = self._pods[name]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(running.process.pid, signal.SIGKILL)
+
+    def running(self) -> list[str]:
+        """Pods whose process is still alive."""
+        return [n for n, p in self._pods.items() if p.process.poll() is None]
+
+    def log(self, name: str) -> str:
+        """A pod's combined output so far."""
+        path = self.logs / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        """Stop polling and end every process (no leaks)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        for running in self._pods.values():
+            self._terminate(running)
+        self._pods.clear()
+
+
+class GarbageCollector:
+    """Deletes objects whose owners are gone, like the Kubernetes garbage collector."""
+
+    def __init__(self, emulator: Emulator) -> None:
+        self.emulator = emulator
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="fake-gc", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        api = self.emulator.api_client()
+        while not self._stop.wait(0.3):
+            try:
+                objects = self.emulator.all_objects()
+            except Exception:
+                continue
+            uids = {(o.get("metadata") or {}).get("uid") for _, o in objects}
+            for resource, obj in objects:
+                meta = obj.get("metadata") or {}
+                owners = meta.get("ownerReferences") or []
+                if owners and not any(ref.get("uid") in uids for ref in owners):
+                    path = _object_path(resource, meta)
+                    with contextlib.suppress(Exception):
+                        api.call_api(path, "DELETE", response_type="object", _return_http_data_only=True)
+
+    def stop(self) -> None:
+        """Stop collecting."""
+        self._stop.set()
+        self._thread.join(5)
+
+
+def _object_path(resource: str, meta: dict[str, Any]) -> str:
+    ref = kmock.resource(resource)
+    prefix = f"/api/{ref.version}" if not ref.group else f"/apis/{ref.group}/{ref.version}"
+    return f"{prefix}/namespaces/{meta['namespace']}/{ref.plural}/{meta['name']}"
+
+
+def wait_for(predicate: Any, timeout: float, interval: float = 0.2, what: str = "condition") -> Any:
+    """Poll `predicate()` until truthy; AssertionError naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+@contextlib.contextmanager
+def cluster(tmp: Path, namespace: str = "rebound-test") -> Iterator[tuple[Emulator, Path]]:
+    """An emulator + kubeconfig + GC for the duration of a test."""
+    emulator = Emulator(namespace)
+    gc = GarbageCollector(emulator)
+    try:
+        yield emulator, emulator.write_kubeconfig(tmp / "kubeconfig")
+    finally:
+        gc.stop()
+        emulator.close()
