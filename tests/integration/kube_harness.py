@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -189,12 +190,12 @@ class Emulator:
 
         return list(self.call(snapshot()))
 
-    def all_objects(self) -> list[tuple[str, dict[str, Any]]]:
+    def all_objects(self) -> list[tuple[kmock.resource, dict[str, Any]]]:
         """(resource, object) for every live object."""
 
-        async def snapshot() -> list[tuple[str, dict[str, Any]]]:
+        async def snapshot() -> list[tuple[kmock.resource, dict[str, Any]]]:
             return [
-                (str(res), dict(obj.raw))
+                (res, dict(obj.raw))
                 for (res, _, _), obj in list(self.kmock.objects.items())
                 if not obj.deleted
             ]
@@ -367,7 +368,6 @@ class GarbageCollector:
         self._thread.start()
 
     def _loop(self) -> None:
-        api = self.emulator.api_client()
         while not self._stop.wait(0.3):
             try:
                 objects = self.emulator.all_objects()
@@ -378,9 +378,9 @@ class GarbageCollector:
                 meta = obj.get("metadata") or {}
                 owners = meta.get("ownerReferences") or []
                 if owners and not any(ref.get("uid") in uids for ref in owners):
-                    path = _object_path(resource, meta)
-                    with contextlib.suppress(Exception):
-                        api.call_api(path, "DELETE", response_type="object", _return_http_data_only=True)
+                    url = self.emulator.url + _object_path(resource, meta)
+                    with contextlib.suppress(OSError):
+                        urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=5)
 
     def stop(self) -> None:
         """Stop collecting."""
@@ -388,8 +388,7 @@ class GarbageCollector:
         self._thread.join(5)
 
 
-def _object_path(resource: str, meta: dict[str, Any]) -> str:
-    ref = kmock.resource(resource)
+def _object_path(ref: kmock.resource, meta: dict[str, Any]) -> str:
     prefix = f"/api/{ref.version}" if not ref.group else f"/apis/{ref.group}/{ref.version}"
     return f"{prefix}/namespaces/{meta['namespace']}/{ref.plural}/{meta['name']}"
 

@@ -1,0 +1,206 @@
+"""The whole story: the real operator (kopf) against the emulated API server, the peers run
+as local processes by a fake kubelet from the Pod specs the operator created, signaling
+through the emulated ConfigMap."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kube_harness import Emulator, FakeKubelet, cluster, wait_for
+from kubernetes import client
+
+NS = "rebound-test"
+GROUP, VERSION, PLURAL = "rebound.dev", "v1alpha1", "ballsessions"
+SMALL = {"width": 320, "height": 240, "radius": 12, "fps": 30}
+
+
+@dataclass
+class Stage:
+    """Emulator, kubelet and a restartable operator process."""
+
+    emulator: Emulator
+    kubeconfig: Path
+    kubelet: FakeKubelet
+    tmp: Path
+    operator: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    @property
+    def custom(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self.emulator.api)
+
+    def start_operator(self) -> None:
+        self.starts += 1
+        log = (self.tmp / f"operator-{self.starts}.log").open("wb")
+        self.operator = subprocess.Popen(
+            [sys.executable, "-m", "rebound_operator", "-n", NS, "--liveness", "",
+             "--pending-timeout", "60"],
+            env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def kill_operator(self) -> None:
+        assert self.operator is not None
+        self.operator.send_signal(signal.SIGKILL)
+        self.operator.wait(10)
+
+    def stop_operator(self) -> None:
+        if self.operator is not None and self.operator.poll() is None:
+            self.operator.terminate()
+            try:
+                self.operator.wait(20)
+            except subprocess.TimeoutExpired:
+                self.operator.kill()
+                self.operator.wait()
+
+    def create(self, name: str, **spec: Any) -> None:
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "BallSession",
+                "metadata": {"name": name, "namespace": NS}, "spec": spec}  # fmt: skip
+        self.custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, body)
+
+    def session(self, name: str) -> dict[str, Any]:
+        return dict(self.custom.get_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, name))
+
+    def status(self, name: str) -> dict[str, Any]:
+        return dict(self.session(name).get("status") or {})
+
+    def wait_phase(self, name: str, phases: set[str], timeout: float = 60) -> dict[str, Any]:
+        return dict(wait_for(lambda: self.status(name).get("phase") in phases and self.status(name),
+                             timeout, what=f"{name} to reach {phases} ({self.logs()})"))  # fmt: skip
+
+    def children(self, name: str) -> dict[str, list[dict[str, Any]]]:
+        found: dict[str, list[dict[str, Any]]] = {}
+        for resource in ("v1/pods", "v1/configmaps", "v1/serviceaccounts",
+                         "rbac.authorization.k8s.io/v1/roles",
+                         "rbac.authorization.k8s.io/v1/rolebindings"):  # fmt: skip
+            found[resource] = [
+                o for o in self.emulator.objects(resource)
+                if (o["metadata"].get("labels") or {}).get("rebound.dev/session") == name
+            ]
+        return found
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [e for e in self.emulator.objects("v1/events")
+                if (e.get("involvedObject") or {}).get("name") == name]  # fmt: skip
+
+    def logs(self) -> str:
+        text = ""
+        for path in sorted(self.tmp.glob("*.log")):
+            text += f"\n--- {path.name}\n" + path.read_text(errors="replace")[-1500:]
+        return text
+
+
+@pytest.fixture
+def stage(tmp_path: Path) -> Iterator[Stage]:
+    with cluster(tmp_path, NS) as (emulator, kubeconfig):
+        kubelet = FakeKubelet(emulator, kubeconfig, tmp_path, NS).start()
+        s = Stage(emulator, kubeconfig, kubelet, tmp_path)
+        s.start_operator()
+        try:
+            yield s
+        finally:
+            s.stop_operator()
+            kubelet.stop()
+
+
+def test_a_session_succeeds_with_metrics_in_status(stage: Stage) -> None:
+    stage.create("good", frames=120, **SMALL)
+    status = stage.wait_phase("good", {"Succeeded", "Failed"}, timeout=90)
+    assert status["phase"] == "Succeeded", status
+    metrics = status["metrics"]
+    assert metrics["final"] is True
+    assert metrics["frames_sent"] == 120
+    assert metrics["frames_matched"] >= 0.95 * metrics["frames_sent"]
+    assert metrics["mean_error_px"] < 0.25
+    for column in ("mean_error_px", "p95_error_px", "achieved_fps", "frames_sent"):
+        assert metrics[column] is not None, column  # the printer columns
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Succeeded"]["status"] == "True"
+    assert conditions["Failed"]["status"] == "False"
+    assert conditions["Signaled"]["status"] == "True"
+    assert all(c["lastTransitionTime"] and c["reason"] for c in conditions.values())
+    assert status["serverPod"] == "good-server" and status["clientPod"] == "good-client"
+    assert status["startTime"] and status["completionTime"]
+    uid = stage.session("good")["metadata"]["uid"]
+    children = stage.children("good")
+    assert {k: len(v) for k, v in children.items()} == {
+        "v1/pods": 2, "v1/configmaps": 1, "v1/serviceaccounts": 1,
+        "rbac.authorization.k8s.io/v1/roles": 1, "rbac.authorization.k8s.io/v1/rolebindings": 1,
+    }  # fmt: skip
+    for objects in children.values():
+        for obj in objects:
+            refs = obj["metadata"]["ownerReferences"]
+            assert refs[0]["uid"] == uid and refs[0]["controller"] is True
+    reasons = {e.get("reason") for e in stage.events("good")}
+    assert {"Created", "Completed"} <= reasons
+    # Like Jobs, finished pods stay for their logs.
+    assert {p["status"]["phase"] for p in children["v1/pods"]} == {"Succeeded"}
+
+
+def test_a_killed_client_fails_the_session_naming_the_pod(stage: Stage) -> None:
+    stage.create("killed", frames=0, durationSeconds=0, activeDeadlineSeconds=0, **SMALL)
+    stage.wait_phase("killed", {"Connected"})
+    stage.kubelet.kill("killed-client")
+    status = stage.wait_phase("killed", {"Failed"}, timeout=30)
+    assert status["reason"] == "PodFailed"
+    assert "killed-client" in status["message"]
+    # the operator stops the server that would otherwise stream forever
+    wait_for(lambda: not stage.kubelet.running(), 30, what="peer processes to stop")
+
+
+def test_no_answer_within_the_signaling_timeout_fails(stage: Stage) -> None:
+    stage.kubelet.hold.add("silent-client")  # this pod never starts
+    stage.create("silent", signalingTimeoutSeconds=5, **SMALL)
+    status = stage.wait_phase("silent", {"Failed"}, timeout=40)
+    assert status["reason"] == "SignalingTimeout", status
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Signaled"]["status"] == "False"
+    assert conditions["Failed"]["reason"] == "SignalingTimeout"
+
+
+def test_an_error_above_the_threshold_fails(stage: Stage) -> None:
+    stage.create("strict", frames=60, maxMeanErrorPx=0.000001, **SMALL)
+    status = stage.wait_phase("strict", {"Succeeded", "Failed"}, timeout=60)
+    assert status["phase"] == "Failed"
+    assert status["reason"] == "ErrorTooHigh"
+    assert "exceeds maxMeanErrorPx" in status["message"]
+    assert status["metrics"]["mean_error_px"] > 0.000001
+
+
+def test_an_invalid_spec_fails_without_children(stage: Stage) -> None:
+    stage.create("bad", width=320, height=240, radius=200)
+    status = stage.wait_phase("bad", {"Failed"}, timeout=30)
+    assert status["reason"] == "InvalidSpec"
+    assert "does not fit" in status["message"]
+    assert not any(stage.children("bad").values())
+
+
+def test_deleting_a_running_session_stops_the_peers_and_removes_children(stage: Stage) -> None:
+    stage.create("doomed", frames=0, durationSeconds=0, activeDeadlineSeconds=0, **SMALL)
+    stage.wait_phase("doomed", {"Connected"})
+    stage.custom.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "doomed")
+    wait_for(lambda: not any(stage.children("doomed").values()), 30, what="children to go")
+    wait_for(lambda: not stage.kubelet.running(), 30, what="peer processes to stop")
+
+
+def test_an_operator_restart_mid_session_duplicates_nothing(stage: Stage) -> None:
+    stage.create("steady", frames=240, **SMALL)
+    stage.wait_phase("steady", {"Connected"})
+    before = {p["metadata"]["name"]: p["metadata"]["uid"] for p in stage.children("steady")["v1/pods"]}
+    stage.kill_operator()
+    stage.start_operator()
+    status = stage.wait_phase("steady", {"Succeeded", "Failed"}, timeout=90)
+    assert status["phase"] == "Succeeded", status
+    children = stage.children("steady")
+    after = {p["metadata"]["name"]: p["metadata"]["uid"] for p in children["v1/pods"]}
+    assert after == before
+    assert all(len(v) == 1 for k, v in children.items() if k != "v1/pods")
+    assert status["metrics"]["frames_sent"] == 240
