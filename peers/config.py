@@ -63,12 +63,20 @@ class SessionSpec(BaseModel):
     def to_peer_args(self) -> list[str]:
         """The server CLI flags that reproduce this spec (used to build the server Pod)."""
         return [
-            "--width", str(self.width),
-            "--height", str(self.height),
-            "--fps", str(self.fps),
-            "--radius", f"{self.radius:g}",
-            "--speed", f"{self.speed:g}",
-            "--seed", str(self.seed),
-            "--frames", str(self.frames),
-            "--duration", f"{self.duration_seconds:g}",
-        ]  # fmt: skip
+            "--width",
+            str(self.width),
+            "--height",
+            str(self.height),
+            "--fps",
+            str(self.fps),
+            "--radius",
+            f"{self.radius:g}",
+            "--speed",
+            f"{self.speed:g}",
+            "--seed",
+            str(self.seed),
+            "--frames",
+            str(self.frames),
+            "--duration",
+            f"{self.duration_seconds:g}",
+        ]

@@ -16,23 +16,51 @@ def build_parser(defaults: OperatorSettings) -> argparse.ArgumentParser:
         prog="python -m rebound_operator",
         description="Rebound operator: runs BallSession custom resources (rebound.dev).",
     )
-    parser.add_argument("--namespace", "-n", action="append", dest="namespaces", metavar="NS",
-                        help="watch this namespace (repeatable); default: all namespaces "
-                        "(env REBOUND_NAMESPACES, a JSON list)")  # fmt: skip
-    parser.add_argument("--peer-image", default=defaults.peer_image,
-                        help=f"image for peers without spec.image (default {defaults.peer_image})")  # fmt: skip
-    parser.add_argument("--image-pull-policy", default=defaults.image_pull_policy,
-                        choices=["Always", "IfNotPresent", "Never"])  # fmt: skip
+    parser.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        dest="namespaces",
+        metavar="NS",
+        help="watch this namespace (repeatable); default: all namespaces "
+        "(env REBOUND_NAMESPACES, a JSON list)",
+    )
+    parser.add_argument(
+        "--peer-image",
+        default=defaults.peer_image,
+        help=f"image for peers without spec.image (default {defaults.peer_image})",
+    )
+    parser.add_argument(
+        "--image-pull-policy",
+        default=defaults.image_pull_policy,
+        choices=["Always", "IfNotPresent", "Never"],
+    )
     parser.add_argument("--log-format", default=defaults.log_format, choices=["plain", "json"])
-    parser.add_argument("--liveness", default=defaults.liveness,
-                        help="kopf liveness endpoint, '' to disable (default %(default)s)")  # fmt: skip
-    parser.add_argument("--peering", action="store_true", default=defaults.peering,
-                        help="coordinate several replicas with kopf peering (needs its CRD)")  # fmt: skip
-    parser.add_argument("--priority", type=int, default=defaults.priority,
-                        help="peering priority; replicas must differ")  # fmt: skip
-    parser.add_argument("--pending-timeout", type=int, default=defaults.pending_timeout_seconds,
-                        dest="pending_timeout_seconds", metavar="S",
-                        help="fail a session whose pod is not running after S seconds")  # fmt: skip
+    parser.add_argument(
+        "--liveness",
+        default=defaults.liveness,
+        help="kopf liveness endpoint, '' to disable (default %(default)s)",
+    )
+    parser.add_argument(
+        "--peering",
+        action="store_true",
+        default=defaults.peering,
+        help="coordinate several replicas with kopf peering (needs its CRD)",
+    )
+    parser.add_argument(
+        "--priority",
+        type=int,
+        default=defaults.priority,
+        help="peering priority; replicas must differ",
+    )
+    parser.add_argument(
+        "--pending-timeout",
+        type=int,
+        default=defaults.pending_timeout_seconds,
+        dest="pending_timeout_seconds",
+        metavar="S",
+        help="fail a session whose pod is not running after S seconds",
+    )
     parser.add_argument("--verbose", "-v", action="store_true", default=defaults.verbose)
     return parser
 

@@ -17,7 +17,10 @@ Manifest = dict[str, Any]
 
 SESSION_LABEL = "rebound.dev/session"
 ROLE_LABEL = "rebound.dev/role"
-APP_LABELS = {"app.kubernetes.io/name": "rebound", "app.kubernetes.io/managed-by": "rebound-operator"}
+APP_LABELS = {
+    "app.kubernetes.io/name": "rebound",
+    "app.kubernetes.io/managed-by": "rebound-operator",
+}
 PEER_USER_ID = 10001
 SIGNALING_VERBS = ["get", "watch", "patch", "update"]
 
@@ -145,13 +148,17 @@ def peer_args(role: Role, owner: Owner, spec: BallSessionSpec) -> list[str]:
     """The peer's command-line arguments (see docs/CONTRACTS.md)."""
     args = [
         "offer" if role == "server" else "answer",
-        "--signaling", "configmap",
-        "--configmap", Names.of(owner.name).configmap,
-        "--namespace", owner.namespace,
-        "--connect-timeout", str(spec.signaling_timeout_seconds),
+        "--signaling",
+        "configmap",
+        "--configmap",
+        Names.of(owner.name).configmap,
+        "--namespace",
+        owner.namespace,
+        "--connect-timeout",
+        str(spec.signaling_timeout_seconds),
         "--ice-servers",
         json.dumps([s.model_dump(exclude_none=True) for s in spec.ice_servers]),
-    ]  # fmt: skip
+    ]
     if role == "server":
         args += spec.session().to_peer_args()
     return args

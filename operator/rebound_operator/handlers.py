@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from kubernetes.client.exceptions import ApiException
@@ -40,7 +40,9 @@ ANNOTATION_PREFIX = "rebound.dev"
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """One place for kopf's settings, the API client and the per-session memory."""
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=ANNOTATION_PREFIX
+    )
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
     )
@@ -59,12 +61,12 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.last_status = {}
 
 
-def _not_finished(status: dict[str, Any], **_: Any) -> bool:
+def _not_finished(status: kopf.Status, **_: Any) -> bool:
     return status.get("phase") not in TERMINAL
 
 
 async def _post(body: dict[str, Any], kind: str, reason: str, message: str) -> None:
-    kopf.event(body, type=kind, reason=reason, message=message)
+    kopf.event(cast(kopf.Body, body), type=kind, reason=reason, message=message)
 
 
 async def reconcile(body: dict[str, Any], memo: kopf.Memo, *, ensure_children: bool) -> None:
@@ -103,8 +105,12 @@ async def _reconcile(body: dict[str, Any], memo: kopf.Memo, *, ensure_children: 
         if ensure_children:
             owner = Owner(name, namespace, uid)
             created = []
-            for manifest in all_children(owner, spec, default_image=settings.peer_image,
-                                         pull_policy=settings.image_pull_policy):  # fmt: skip
+            for manifest in all_children(
+                owner,
+                spec,
+                default_image=settings.peer_image,
+                pull_policy=settings.image_pull_policy,
+            ):
                 try:
                     outcome = await asyncio.to_thread(cluster.ensure, manifest, uid)
                 except kube.ChildConflict as exc:
@@ -150,8 +156,14 @@ def _failed_status(
     stamp = format_time(now)
 
     def cond(kind: str, value: str, why: str, text: str) -> dict[str, Any]:
-        return {"type": kind, "status": value, "reason": why, "message": text,
-                "lastTransitionTime": stamp, "observedGeneration": generation}  # fmt: skip
+        return {
+            "type": kind,
+            "status": value,
+            "reason": why,
+            "message": text,
+            "lastTransitionTime": stamp,
+            "observedGeneration": generation,
+        }
 
     return {
         "phase": FAILED,
@@ -199,15 +211,15 @@ async def session_tick(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
-async def session_deleted(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+async def session_deleted(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
     """Forget the session; its children go with it (owner references)."""
     memo.locks.pop((namespace, name), None)
     memo.last_status.pop((namespace, name), None)
 
 
-async def _child_changed(labels: dict[str, str], namespace: str, memo: kopf.Memo) -> None:
+async def _child_changed(labels: dict[str, str], namespace: str | None, memo: kopf.Memo) -> None:
     session = labels.get(SESSION_LABEL)
-    if not session or not hasattr(memo, "cluster"):
+    if not session or not namespace or not hasattr(memo, "cluster"):
         return
     cluster: kube.Cluster = memo.cluster
     body = await asyncio.to_thread(cluster.read_session, session, namespace)
@@ -216,12 +228,16 @@ async def _child_changed(labels: dict[str, str], namespace: str, memo: kopf.Memo
 
 
 @kopf.on.event("v1", "pods", labels={SESSION_LABEL: kopf.PRESENT})
-async def peer_pod_changed(labels: kopf.Labels, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+async def peer_pod_changed(
+    labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **_: Any
+) -> None:
     """A peer pod started, ended or vanished: re-evaluate its session now."""
     await _child_changed(dict(labels), namespace, memo)
 
 
 @kopf.on.event("v1", "configmaps", labels={SESSION_LABEL: kopf.PRESENT})
-async def signaling_changed(labels: kopf.Labels, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+async def signaling_changed(
+    labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **_: Any
+) -> None:
     """Offer, answer, metrics or summary written: re-evaluate its session now."""
     await _child_changed(dict(labels), namespace, memo)

@@ -55,7 +55,10 @@ class Cluster:
 
     def _ops(self, kind: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
         ops: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
-            "ConfigMap": (self.core.create_namespaced_config_map, self.core.read_namespaced_config_map),
+            "ConfigMap": (
+                self.core.create_namespaced_config_map,
+                self.core.read_namespaced_config_map,
+            ),
             "ServiceAccount": (
                 self.core.create_namespaced_service_account,
                 self.core.read_namespaced_service_account,
@@ -102,7 +105,9 @@ class Cluster:
     def observe(self, session: str, namespace: str) -> Observed:
         """The session's two pods and the signaling ConfigMap's data."""
         names = Names.of(session)
-        configmap = self._read_or_none(self.core.read_namespaced_config_map, names.configmap, namespace)
+        configmap = self._read_or_none(
+            self.core.read_namespaced_config_map, names.configmap, namespace
+        )
         return Observed(
             server=self._read_or_none(self.core.read_namespaced_pod, names.server_pod, namespace),
             client=self._read_or_none(self.core.read_namespaced_pod, names.client_pod, namespace),

@@ -22,8 +22,12 @@ from peers.metrics import SUMMARY_KEYS
 from rebound_operator.spec import BallSessionSpec
 
 PENDING, SIGNALING, CONNECTED, SUCCEEDED, FAILED = (
-    "Pending", "Signaling", "Connected", "Succeeded", "Failed",
-)  # fmt: skip
+    "Pending",
+    "Signaling",
+    "Connected",
+    "Succeeded",
+    "Failed",
+)
 TERMINAL = frozenset({SUCCEEDED, FAILED})
 CONDITION_TYPES = ("Signaled", "Connected", "Succeeded", "Failed")
 
@@ -185,7 +189,10 @@ def _pod_failure(pod: PodView, role: str, obs: Observation) -> tuple[str, str] |
         )
     if pod.failed:
         if pod.exit_code == EXIT_TIMEOUT:
-            return "SignalingTimeout", f"{role} pod {pod.name} gave up: the other peer never connected"
+            return (
+                "SignalingTimeout",
+                f"{role} pod {pod.name} gave up: the other peer never connected",
+            )
         detail = f"exit code {pod.exit_code}" if pod.exit_code is not None else "no exit code"
         if pod.reason:
             detail += f", {pod.reason}"
@@ -233,12 +240,18 @@ def _judge_result(spec: BallSessionSpec, metrics: dict[str, Any] | None) -> tupl
         sent = metrics.get("frames_sent")
         return FAILED, "NoMeasurements", f"no coordinate matched any of the {sent} frames sent"
     if mean > spec.max_mean_error_px:
-        return FAILED, "ErrorTooHigh", (
-            f"mean error {mean:.4g} px exceeds maxMeanErrorPx {spec.max_mean_error_px:g}"
+        return (
+            FAILED,
+            "ErrorTooHigh",
+            (f"mean error {mean:.4g} px exceeds maxMeanErrorPx {spec.max_mean_error_px:g}"),
         )
-    return SUCCEEDED, "Completed", (
-        f"{metrics['frames_matched']}/{metrics['frames_sent']} frames matched, "
-        f"mean error {mean:.4g} px, p95 {metrics.get('p95_error_px')} px"
+    return (
+        SUCCEEDED,
+        "Completed",
+        (
+            f"{metrics['frames_matched']}/{metrics['frames_sent']} frames matched, "
+            f"mean error {mean:.4g} px, p95 {metrics.get('p95_error_px')} px"
+        ),
     )
 
 
@@ -272,19 +285,22 @@ def _phase(
 
 
 def _condition(
-    kind: str, value: str, reason: str, message: str, previous: dict[str, Any], now: datetime,
+    kind: str,
+    value: str,
+    reason: str,
+    message: str,
+    previous: dict[str, dict[str, Any]],
+    now: datetime,
     generation: int | None,
-) -> dict[str, Any]:  # fmt: skip
-    before = previous.get(kind)
-    unchanged = before is not None and before.get("status") == value
+) -> dict[str, Any]:
+    before = previous.get(kind) or {}
+    unchanged = before.get("status") == value and bool(before.get("lastTransitionTime"))
     return {
         "type": kind,
         "status": value,
         "reason": reason,
         "message": message,
-        "lastTransitionTime": before["lastTransitionTime"]
-        if unchanged and before.get("lastTransitionTime")
-        else format_time(now),
+        "lastTransitionTime": before["lastTransitionTime"] if unchanged else format_time(now),
         "observedGeneration": generation,
     }
 
@@ -307,7 +323,7 @@ def evaluate(
     phase, reason, message = _phase(spec, obs, data, final, metrics)
 
     now, generation_ = obs.now, generation
-    conds = {c.get("type"): c for c in previous.get("conditions") or [] if isinstance(c, dict)}
+    conds = {str(c.get("type")): c for c in previous.get("conditions") or [] if isinstance(c, dict)}
     signaled = "answer" in data
     terminal = phase in TERMINAL
     connected_now = phase == CONNECTED and metrics is not None
@@ -317,20 +333,39 @@ def evaluate(
         return _condition(kind, status, why, text, conds, now, generation_)
 
     conditions = [
-        cond("Signaled", signaled,
-             "AnswerReceived" if signaled else ("SignalingTimeout" if reason == "SignalingTimeout"
-                                                else ("WaitingForAnswer" if "offer" in data
-                                                      else "WaitingForOffer")),
-             "offer and answer exchanged" if signaled else message),
-        cond("Connected", connected_now,
-             "Streaming" if connected_now else ("SessionEnded" if terminal else "NotConnected"),
-             "the server is streaming and publishing metrics" if connected_now
-             else ("the session has ended" if terminal else "not streaming yet")),
-        cond("Succeeded", phase == SUCCEEDED, reason if terminal else "Running",
-             message if terminal else "the session has not finished"),
-        cond("Failed", phase == FAILED, reason if phase == FAILED else "NoFailure",
-             message if phase == FAILED else "no failure observed"),
-    ]  # fmt: skip
+        cond(
+            "Signaled",
+            signaled,
+            "AnswerReceived"
+            if signaled
+            else (
+                "SignalingTimeout"
+                if reason == "SignalingTimeout"
+                else ("WaitingForAnswer" if "offer" in data else "WaitingForOffer")
+            ),
+            "offer and answer exchanged" if signaled else message,
+        ),
+        cond(
+            "Connected",
+            connected_now,
+            "Streaming" if connected_now else ("SessionEnded" if terminal else "NotConnected"),
+            "the server is streaming and publishing metrics"
+            if connected_now
+            else ("the session has ended" if terminal else "not streaming yet"),
+        ),
+        cond(
+            "Succeeded",
+            phase == SUCCEEDED,
+            reason if terminal else "Running",
+            message if terminal else "the session has not finished",
+        ),
+        cond(
+            "Failed",
+            phase == FAILED,
+            reason if phase == FAILED else "NoFailure",
+            message if phase == FAILED else "no failure observed",
+        ),
+    ]
     status: dict[str, Any] = {
         "phase": phase,
         "reason": reason,
@@ -349,6 +384,7 @@ def evaluate(
             Event("Warning" if phase == FAILED else "Normal", reason, f"{phase}: {message}")
         )
     if phase == FAILED:
-        verdict.stop_pods = [p.name for p in (server, client)
-                             if p is not None and not (p.succeeded or p.failed)]  # fmt: skip
+        verdict.stop_pods = [
+            p.name for p in (server, client) if p is not None and not (p.succeeded or p.failed)
+        ]
     return verdict

@@ -1,4 +1,4 @@
-"""The BallSession spec as a typed model: the peers' SessionSpec plus what only the operator uses."""
+"""The BallSession spec as a typed model: the peers' SessionSpec plus operator-only fields."""
 
 from __future__ import annotations
 

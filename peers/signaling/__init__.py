@@ -44,5 +44,8 @@ def create(role: Role, args: argparse.Namespace) -> Signaling:
     if args.signaling == "configmap":
         from peers.signaling import configmap
 
-        return configmap.from_args(role, args.configmap, args.namespace, args.kubeconfig)
+        transport: Signaling = configmap.from_args(
+            role, args.configmap, args.namespace, args.kubeconfig
+        )
+        return transport
     return TcpSignaling(role, args.signaling_host, args.signaling_port)

@@ -17,7 +17,7 @@ import contextlib
 import json
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 from aiortc.contrib.signaling import object_from_string, object_to_string
 from kubernetes import client, config, watch
@@ -40,7 +40,7 @@ def api_client(kubeconfig: str | None = None) -> client.ApiClient:
     except config.ConfigException:
         pass
     try:
-        return config.new_client_from_config(config_file=kubeconfig)
+        return cast(client.ApiClient, config.new_client_from_config(config_file=kubeconfig))
     except (config.ConfigException, OSError) as exc:
         raise SignalingError(f"no Kubernetes credentials: {exc}") from None
 
@@ -107,7 +107,7 @@ class ConfigMapSignaling:
                         f"cannot write signaling ConfigMap {self.where} ({_describe(exc)})"
                     ) from None
                 delay = next(delays, None)
-                if delay is None or exc.status < 500 and exc.status != 429:
+                if delay is None or (exc.status < 500 and exc.status != 429):
                     raise SignalingError(f"cannot write {self.where}: {_describe(exc)}") from None
                 time.sleep(delay)
             except HTTPError as exc:

@@ -34,9 +34,9 @@ from typing import Any
 
 import kmock
 import yaml
+from kmock import KubernetesEmulator, ResourceInfo, Server
 from kmock._internal import parsing as _parsing
 from kmock._internal import rendering as _rendering
-from kmock import KubernetesEmulator, ResourceInfo, Server
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -129,8 +129,11 @@ class Emulator:
         ext.create_custom_resource_definition(crd)
         # kmock cannot parse POST /api/v1/namespaces (a cluster-scoped collection named
         # "namespaces"), so the namespace is put in place directly.
-        namespace = {"apiVersion": "v1", "kind": "Namespace",
-                     "metadata": {"name": self.namespace, "uid": str(uuid.uuid4())}}  # fmt: skip
+        namespace = {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": self.namespace, "uid": str(uuid.uuid4())},
+        }
 
         async def put() -> None:
             self.kmock.objects["v1/namespaces", None, self.namespace] = namespace
@@ -273,9 +276,13 @@ class FakeKubelet:
         log = self.logs / f"{name}.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
-                command, cwd=REPO, env=self._env(container, pod), stdout=out,
-                stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+                command,
+                cwd=REPO,
+                env=self._env(container, pod),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         started = _now()
         self._pods[name] = RunningPod(name, process, log, started)
         self._report(name, "Running", {"running": {"startedAt": started}})
@@ -284,10 +291,16 @@ class FakeKubelet:
         status = {
             "phase": phase,
             "podIP": "127.0.0.1",
-            "containerStatuses": [{
-                "name": "peer", "ready": phase == "Running", "state": state,
-                "image": "local", "imageID": "local", "restartCount": 0,
-            }],  # fmt: skip
+            "containerStatuses": [
+                {
+                    "name": "peer",
+                    "ready": phase == "Running",
+                    "state": state,
+                    "image": "local",
+                    "imageID": "local",
+                    "restartCount": 0,
+                }
+            ],
         }
         with contextlib.suppress(ApiException):
             self.core.patch_namespaced_pod_status(name, self.namespace, {"status": status})
@@ -304,9 +317,9 @@ class FakeKubelet:
                 raw = self.core.api_client.sanitize_for_serialization(pod)
                 name = raw["metadata"]["name"]
                 present.add(name)
-                if name not in self._pods and name not in self.hold:
-                    if (raw.get("status") or {}).get("phase") in (None, "Pending"):
-                        self._launch(raw)
+                pending = (raw.get("status") or {}).get("phase") in (None, "Pending")
+                if name not in self._pods and name not in self.hold and pending:
+                    self._launch(raw)
             for name, running in list(self._pods.items()):
                 code = running.process.poll()
                 if name not in present:
@@ -315,10 +328,18 @@ class FakeKubelet:
                 elif code is not None and running.reported == "Running":
                     phase = "Succeeded" if code == 0 else "Failed"
                     running.reported = phase
-                    self._report(name, phase, {"terminated": {
-                        "exitCode": code, "reason": "Completed" if code == 0 else "Error",
-                        "startedAt": running.started_at, "finishedAt": _now(),
-                    }})  # fmt: skip
+                    self._report(
+                        name,
+                        phase,
+                        {
+                            "terminated": {
+                                "exitCode": code,
+                                "reason": "Completed" if code == 0 else "Error",
+                                "startedAt": running.started_at,
+                                "finishedAt": _now(),
+                            }
+                        },
+                    )
             self._stop.wait(0.2)
 
     @staticmethod
@@ -380,7 +401,9 @@ class GarbageCollector:
                 if owners and not any(ref.get("uid") in uids for ref in owners):
                     url = self.emulator.url + _object_path(resource, meta)
                     with contextlib.suppress(OSError):
-                        urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=5)
+                        urllib.request.urlopen(
+                            urllib.request.Request(url, method="DELETE"), timeout=5
+                        )
 
     def stop(self) -> None:
         """Stop collecting."""

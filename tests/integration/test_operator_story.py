@@ -41,11 +41,21 @@ class Stage:
         self.starts += 1
         log = (self.tmp / f"operator-{self.starts}.log").open("wb")
         self.operator = subprocess.Popen(
-            [sys.executable, "-m", "rebound_operator", "-n", NS, "--liveness", "",
-             "--pending-timeout", "60"],
+            [
+                sys.executable,
+                "-m",
+                "rebound_operator",
+                "-n",
+                NS,
+                "--liveness",
+                "",
+                "--pending-timeout",
+                "60",
+            ],
             env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
     def kill_operator(self) -> None:
         assert self.operator is not None
@@ -62,8 +72,12 @@ class Stage:
                 self.operator.wait()
 
     def create(self, name: str, **spec: Any) -> None:
-        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "BallSession",
-                "metadata": {"name": name, "namespace": NS}, "spec": spec}  # fmt: skip
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "BallSession",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": spec,
+        }
         self.custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, body)
 
     def session(self, name: str) -> dict[str, Any]:
@@ -73,23 +87,36 @@ class Stage:
         return dict(self.session(name).get("status") or {})
 
     def wait_phase(self, name: str, phases: set[str], timeout: float = 60) -> dict[str, Any]:
-        return dict(wait_for(lambda: self.status(name).get("phase") in phases and self.status(name),
-                             timeout, what=f"{name} to reach {phases} ({self.logs()})"))  # fmt: skip
+        return dict(
+            wait_for(
+                lambda: self.status(name).get("phase") in phases and self.status(name),
+                timeout,
+                what=f"{name} to reach {phases} ({self.logs()})",
+            )
+        )
 
     def children(self, name: str) -> dict[str, list[dict[str, Any]]]:
         found: dict[str, list[dict[str, Any]]] = {}
-        for resource in ("v1/pods", "v1/configmaps", "v1/serviceaccounts",
-                         "rbac.authorization.k8s.io/v1/roles",
-                         "rbac.authorization.k8s.io/v1/rolebindings"):  # fmt: skip
+        for resource in (
+            "v1/pods",
+            "v1/configmaps",
+            "v1/serviceaccounts",
+            "rbac.authorization.k8s.io/v1/roles",
+            "rbac.authorization.k8s.io/v1/rolebindings",
+        ):
             found[resource] = [
-                o for o in self.emulator.objects(resource)
+                o
+                for o in self.emulator.objects(resource)
                 if (o["metadata"].get("labels") or {}).get("rebound.dev/session") == name
             ]
         return found
 
     def events(self, name: str) -> list[dict[str, Any]]:
-        return [e for e in self.emulator.objects("v1/events")
-                if (e.get("involvedObject") or {}).get("name") == name]  # fmt: skip
+        return [
+            e
+            for e in self.emulator.objects("v1/events")
+            if (e.get("involvedObject") or {}).get("name") == name
+        ]
 
     def logs(self) -> str:
         text = ""
@@ -132,9 +159,12 @@ def test_a_session_succeeds_with_metrics_in_status(stage: Stage) -> None:
     uid = stage.session("good")["metadata"]["uid"]
     children = stage.children("good")
     assert {k: len(v) for k, v in children.items()} == {
-        "v1/pods": 2, "v1/configmaps": 1, "v1/serviceaccounts": 1,
-        "rbac.authorization.k8s.io/v1/roles": 1, "rbac.authorization.k8s.io/v1/rolebindings": 1,
-    }  # fmt: skip
+        "v1/pods": 2,
+        "v1/configmaps": 1,
+        "v1/serviceaccounts": 1,
+        "rbac.authorization.k8s.io/v1/roles": 1,
+        "rbac.authorization.k8s.io/v1/rolebindings": 1,
+    }
     for objects in children.values():
         for obj in objects:
             refs = obj["metadata"]["ownerReferences"]
@@ -194,7 +224,9 @@ def test_deleting_a_running_session_stops_the_peers_and_removes_children(stage: 
 def test_an_operator_restart_mid_session_duplicates_nothing(stage: Stage) -> None:
     stage.create("steady", frames=240, **SMALL)
     stage.wait_phase("steady", {"Connected"})
-    before = {p["metadata"]["name"]: p["metadata"]["uid"] for p in stage.children("steady")["v1/pods"]}
+    before = {
+        p["metadata"]["name"]: p["metadata"]["uid"] for p in stage.children("steady")["v1/pods"]
+    }
     stage.kill_operator()
     stage.start_operator()
     status = stage.wait_phase("steady", {"Succeeded", "Failed"}, timeout=90)

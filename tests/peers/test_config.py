@@ -26,8 +26,16 @@ def test_ball_must_fit_the_arena_below_the_marker_band() -> None:
 
 
 def test_peer_args_reproduce_the_spec_through_the_server_cli() -> None:
-    spec = SessionSpec(width=800, height=600, fps=25, radius=12.5, speed=99.5, seed=7,
-                       frames=0, duration_seconds=4.5)  # fmt: skip
+    spec = SessionSpec(
+        width=800,
+        height=600,
+        fps=25,
+        radius=12.5,
+        speed=99.5,
+        seed=7,
+        frames=0,
+        duration_seconds=4.5,
+    )
     args = build_parser().parse_args(spec.to_peer_args())
     assert spec_from_args(args) == spec
 

@@ -44,14 +44,16 @@ def test_integers_are_accepted_as_coordinates() -> None:
         ('{"k":"c","f":1,"x":null,"y":1}', "bad_type"),
         ('{"k":"c","f":1,"x":1}', "bad_fields"),
         ('{"k":"c","f":1,"x":1,"y":1,"z":1}', "bad_fields"),
-        ('{"k":"s","received":1,"dropped":0,"unreadable":0,"missed":-1,"final":false}',
-         "bad_field"),
+        (
+            '{"k":"s","received":1,"dropped":0,"unreadable":0,"missed":-1,"final":false}',
+            "bad_field",
+        ),
         ('{"k":"s","received":1,"dropped":0,"unreadable":0,"missed":0,"final":1}', "bad_fields"),
         ('{"k":"end","frames":"many"}', "bad_field"),
         ('{"k":"zzz"}', "unknown_kind"),
         ("{}", "unknown_kind"),
     ],
-)  # fmt: skip
+)
 def test_rejects_malformed_and_hostile_messages(message: object, reason: str) -> None:
     with pytest.raises(ProtocolError) as info:
         protocol.decode(message)

@@ -1,0 +1,184 @@
+"""The CRD itself: a valid apiextensions.k8s.io/v1 object whose schema and CEL rules accept
+every valid sample and reject every invalid one, as the API server would.
+
+The emulated API server in the story tests validates nothing, so this is where admission is
+tested: openAPIV3Schema with jsonschema (after applying the structural defaults, as the API
+server does, and with unknown fields rejected, as kubectl's default strict field validation
+does) and the x-kubernetes-validations rules with cel-python.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import celpy
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from rebound_operator.spec import parse_spec
+
+REPO = Path(__file__).resolve().parents[2]
+CRD = yaml.safe_load((REPO / "crds" / "ballsession.yaml").read_text())
+VERSION = CRD["spec"]["versions"][0]
+SCHEMA = VERSION["schema"]["openAPIV3Schema"]
+SPEC_SCHEMA = SCHEMA["properties"]["spec"]
+SAMPLES = Path(__file__).parent / "samples"
+VALID = sorted((SAMPLES / "valid").glob("*.yaml"))
+INVALID = sorted((SAMPLES / "invalid").glob("*.yaml"))
+
+
+def apply_defaults(value: Any, schema: dict[str, Any]) -> Any:
+    """Structural defaulting: fill missing properties from `default`, recursively."""
+    if not isinstance(value, dict) or schema.get("type") != "object":
+        return value
+    result = dict(value)
+    for name, sub in (schema.get("properties") or {}).items():
+        if name not in result and "default" in sub:
+            result[name] = copy.deepcopy(sub["default"])
+        if name in result:
+            result[name] = apply_defaults(result[name], sub)
+    return result
+
+
+def strict(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema with unknown fields rejected (strict field validation)."""
+    schema = copy.deepcopy(schema)
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "object" and "properties" in node:
+                node.setdefault("additionalProperties", False)
+            for child in node.values():
+                walk(child)
+        elif isinstance(node, list):
+            for child in node:
+                walk(child)
+
+    walk(schema)
+    return schema
+
+
+def typed(value: Any, schema: dict[str, Any]) -> Any:
+    """Numbers as the API server hands them to CEL: `type: number` fields are doubles."""
+    if isinstance(value, dict):
+        props = schema.get("properties") or {}
+        return {k: typed(v, props.get(k, {})) for k, v in value.items()}
+    if isinstance(value, list):
+        return [typed(v, schema.get("items") or {}) for v in value]
+    if schema.get("type") == "number" and isinstance(value, int | float):
+        return float(value)
+    return value
+
+
+CEL = celpy.Environment()
+
+
+def cel_failures(new: dict[str, Any], old: dict[str, Any] | None = None) -> list[str]:
+    """Messages of the spec's x-kubernetes-validations rules that `new` violates."""
+    failures = []
+    for rule in SPEC_SCHEMA["x-kubernetes-validations"]:
+        transition = "oldSelf" in rule["rule"]
+        if transition and old is None:
+            continue  # transition rules only run on update
+        activation = {"self": celpy.json_to_cel(typed(new, SPEC_SCHEMA))}
+        if transition:
+            activation["oldSelf"] = celpy.json_to_cel(typed(old, SPEC_SCHEMA))
+        program = CEL.program(CEL.compile(rule["rule"]))
+        if not bool(program.evaluate(activation)):
+            failures.append(rule["message"])
+    return failures
+
+
+def admit(document: dict[str, Any]) -> list[str]:
+    """What the API server would say: schema errors, then CEL rule messages."""
+    document = apply_defaults(document, SCHEMA)
+    validator = jsonschema.Draft7Validator(strict(SCHEMA))
+    errors = [f"{'.'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(document)]
+    return errors or cel_failures(document["spec"])
+
+
+def test_crd_is_a_valid_apiextensions_v1_object() -> None:
+    kubernetes_validate.validate(CRD, "1.31", strict=True)
+    assert CRD["metadata"]["name"] == "ballsessions.rebound.dev"
+    assert VERSION["subresources"] == {"status": {}}
+    assert "bs" in CRD["spec"]["names"]["shortNames"]
+
+
+def test_printer_columns_point_at_declared_status_fields() -> None:
+    columns = {c["name"]: c["jsonPath"] for c in VERSION["additionalPrinterColumns"]}
+    assert list(columns)[:6] == ["Phase", "Mean Err (px)", "P95 (px)", "FPS", "Frames", "Age"]
+    status = SCHEMA["properties"]["status"]["properties"]
+    for path in columns.values():
+        parts = path.strip(".").split(".")
+        if parts[0] != "status":
+            continue
+        node: dict[str, Any] = {"properties": status}
+        for part in parts[1:]:
+            node = node["properties"][part]
+
+
+def test_every_spec_field_has_a_default_and_bounds_where_numeric() -> None:
+    for name, field in SPEC_SCHEMA["properties"].items():
+        assert "default" in field, name
+        if field.get("type") in ("integer", "number"):
+            assert "minimum" in field and "maximum" in field, name
+
+
+def test_status_declares_every_field_the_operator_writes() -> None:
+    from peers.metrics import SUMMARY_KEYS
+
+    status = SCHEMA["properties"]["status"]["properties"]
+    assert set(SUMMARY_KEYS) <= set(status["metrics"]["properties"])
+    assert {
+        "phase",
+        "reason",
+        "message",
+        "conditions",
+        "metrics",
+        "serverPod",
+        "clientPod",
+        "startTime",
+        "completionTime",
+        "observedGeneration",
+    } <= set(status)
+    condition = status["conditions"]
+    assert condition["x-kubernetes-list-type"] == "map"
+    assert condition["x-kubernetes-list-map-keys"] == ["type"]
+
+
+def test_schema_defaults_match_the_operator_model() -> None:
+    defaulted = apply_defaults({}, SPEC_SCHEMA)
+    model = parse_spec({}).model_dump(by_alias=True, mode="json")
+    assert defaulted == model
+
+
+@pytest.mark.parametrize("path", VALID, ids=lambda p: p.stem)
+def test_valid_samples_are_admitted(path: Path) -> None:
+    document = yaml.safe_load(path.read_text())
+    assert admit(document) == []
+    parse_spec(apply_defaults(document, SCHEMA)["spec"])  # and the operator agrees
+
+
+@pytest.mark.parametrize("path", INVALID, ids=lambda p: p.stem)
+def test_invalid_samples_are_rejected_for_the_expected_reason(path: Path) -> None:
+    text = path.read_text()
+    expected = text.splitlines()[0].removeprefix("# expect: ")
+    problems = admit(yaml.safe_load(text))
+    assert problems, f"{path.name} was admitted"
+    assert any(expected in p for p in problems), problems
+
+
+def test_spec_is_immutable_after_creation() -> None:
+    old = apply_defaults({}, SPEC_SCHEMA)
+    assert cel_failures(old, old) == []
+    changed = {**old, "fps": 60}
+    assert any("immutable" in m for m in cel_failures(changed, old))
+
+
+def test_cel_evaluates_the_fit_rule_faithfully_at_the_boundary() -> None:
+    spec = apply_defaults({"width": 128, "height": 144}, SPEC_SCHEMA)
+    assert cel_failures({**spec, "radius": 63}) == []  # 2*63+2 = 128 = width = height-16
+    assert cel_failures({**spec, "radius": 63.5})  # one half pixel too big

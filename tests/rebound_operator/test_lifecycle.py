@@ -1,0 +1,362 @@
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from rebound_operator.lifecycle import (
+    CLIENT_FINISH_GRACE,
+    Observation,
+    PodView,
+    evaluate,
+    format_time,
+    parse_metrics,
+)
+from rebound_operator.spec import parse_spec
+
+T0 = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
+SPEC = parse_spec(
+    {"signalingTimeoutSeconds": 30, "activeDeadlineSeconds": 600, "maxMeanErrorPx": 0.5}
+)
+
+
+def summary(**overrides: Any) -> str:
+    base = {
+        "frames_sent": 300,
+        "coordinates_received": 299,
+        "frames_matched": 299,
+        "frames_dropped_by_client": 0,
+        "mean_error_px": 0.02,
+        "p95_error_px": 0.05,
+        "max_error_px": 0.1,
+        "achieved_fps": 30.0,
+        "latency_ms_p50": 37.0,
+        "latency_ms_p95": 39.0,
+    }
+    return json.dumps({**base, **overrides})
+
+
+def running(name: str) -> PodView:
+    return PodView(name, "Running", started=True)
+
+
+def ended(name: str, code: int, at: datetime = T0, reason: str | None = None) -> PodView:
+    phase = "Succeeded" if code == 0 else "Failed"
+    return PodView(name, phase, exit_code=code, reason=reason, started=True, finished_at=at)
+
+
+def observe(
+    seconds: float = 5,
+    server: PodView | None = None,
+    client: PodView | None = None,
+    data: dict[str, str] | None = None,
+    **kw: Any,
+) -> Observation:
+    return Observation(
+        now=T0 + timedelta(seconds=seconds),
+        start=T0,
+        server=server if server is not None else PodView("s-server"),
+        client=client if client is not None else PodView("s-client"),
+        signaling={} if data is None else data,
+        **kw,
+    )
+
+
+def phase_of(
+    obs: Observation, spec: Any = SPEC, previous: dict[str, Any] | None = None
+) -> tuple[str, str]:
+    status = evaluate(spec, obs, previous or {}).status
+    return status["phase"], status["reason"]
+
+
+# ---- the happy path ------------------------------------------------------------------
+
+
+def test_progresses_through_the_phases() -> None:
+    assert phase_of(observe()) == ("Pending", "PodsPending")
+    live = {"server": running("s-server"), "client": running("s-client")}
+    assert phase_of(observe(**live)) == ("Signaling", "WaitingForOffer")
+    assert phase_of(observe(**live, data={"offer": "o"})) == ("Signaling", "WaitingForAnswer")
+    both = {"offer": "o", "answer": "a"}
+    assert phase_of(observe(**live, data=both)) == ("Signaling", "Connecting")
+    assert phase_of(observe(**live, data={**both, "metrics": summary()})) == (
+        "Connected",
+        "Streaming",
+    )
+
+
+def test_succeeds_when_the_server_completes_within_the_threshold() -> None:
+    obs = observe(
+        server=ended("s-server", 0),
+        client=ended("s-client", 0),
+        data={"offer": "o", "answer": "a", "summary": summary()},
+    )
+    verdict = evaluate(SPEC, obs, {"phase": "Connected"})
+    status = verdict.status
+    assert (status["phase"], status["reason"]) == ("Succeeded", "Completed")
+    assert status["metrics"]["final"] is True
+    assert status["metrics"]["mean_error_px"] == 0.02
+    assert status["completionTime"] == format_time(obs.now)
+    conditions = {c["type"]: c["status"] for c in status["conditions"]}
+    assert conditions == {
+        "Signaled": "True",
+        "Connected": "False",
+        "Succeeded": "True",
+        "Failed": "False",
+    }
+    assert [e.reason for e in verdict.events] == ["Completed"]
+    assert verdict.events[0].type == "Normal"
+    assert verdict.stop_pods == []
+
+
+def test_waits_for_the_client_to_finish_then_judges_anyway_after_a_grace() -> None:
+    data = {"offer": "o", "answer": "a", "summary": summary()}
+    finishing = observe(server=ended("s-server", 0, at=T0), client=running("s-client"), data=data)
+    assert phase_of(finishing) == ("Connected", "Finishing")
+    late = Observation(
+        now=T0 + CLIENT_FINISH_GRACE + timedelta(seconds=1),
+        start=T0,
+        server=ended("s-server", 0, at=T0),
+        client=running("s-client"),
+        signaling=data,
+    )
+    assert phase_of(late) == ("Succeeded", "Completed")
+
+
+def test_a_client_failing_after_the_server_completed_does_not_undo_the_result() -> None:
+    obs = observe(
+        server=ended("s-server", 0),
+        client=ended("s-client", 1),
+        data={"offer": "o", "answer": "a", "summary": summary()},
+    )
+    assert phase_of(obs) == ("Succeeded", "Completed")
+
+
+# ---- results that fail -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        ({"summary": summary(mean_error_px=0.9)}, "ErrorTooHigh"),
+        ({"summary": summary(frames_matched=0, mean_error_px=None)}, "NoMeasurements"),
+        ({}, "MetricsMissing"),
+        ({"summary": "{not json"}, "MetricsMissing"),
+    ],
+)
+def test_completed_sessions_can_still_fail(data: dict[str, str], reason: str) -> None:
+    obs = observe(
+        server=ended("s-server", 0),
+        client=ended("s-client", 0),
+        data={"offer": "o", "answer": "a", **data},
+    )
+    assert phase_of(obs) == ("Failed", reason)
+
+
+# ---- pods that fail ---------------------------------------------------------------------
+
+
+def test_a_failed_client_fails_the_session_naming_it_and_stops_the_server() -> None:
+    obs = observe(
+        server=running("s-server"),
+        client=ended("s-client", 137, reason="OOMKilled"),
+        data={"offer": "o", "answer": "a", "error": "client: boom"},
+    )
+    verdict = evaluate(SPEC, obs, {"phase": "Connected"})
+    assert (verdict.phase, verdict.status["reason"]) == ("Failed", "PodFailed")
+    message = verdict.status["message"]
+    assert "s-client" in message and "137" in message and "OOMKilled" in message
+    assert "client: boom" in message
+    assert verdict.stop_pods == ["s-server"]
+    assert verdict.events[0].type == "Warning"
+
+
+def test_peer_exit_code_3_is_a_signaling_timeout() -> None:
+    obs = observe(server=ended("s-server", 3), client=PodView("s-client"), data={"offer": "o"})
+    assert phase_of(obs) == ("Failed", "SignalingTimeout")
+
+
+@pytest.mark.parametrize(
+    ("waiting", "reason"),
+    [
+        ("ImagePullBackOff", "ImagePullFailed"),
+        ("ErrImagePull", "ImagePullFailed"),
+        ("CreateContainerConfigError", "PodStartFailed"),
+        ("CrashLoopBackOff", "PodStartFailed"),
+    ],
+)
+def test_pods_that_cannot_start_fail_fast(waiting: str, reason: str) -> None:
+    stuck = PodView("s-client", "Pending", waiting_reason=waiting, message="no such image")
+    status = evaluate(SPEC, observe(server=running("s-server"), client=stuck), {}).status
+    assert (status["phase"], status["reason"]) == ("Failed", reason)
+    assert "s-client" in status["message"]
+
+
+def test_a_pod_pending_too_long_fails() -> None:
+    obs = observe(
+        seconds=301,
+        server=running("s-server"),
+        data={"offer": "o", "answer": "a"},
+        pending_timeout=timedelta(minutes=5),
+    )
+    assert phase_of(obs, parse_spec({"signalingTimeoutSeconds": 3600})) == (
+        "Failed",
+        "PodPendingTooLong",
+    )
+
+
+def test_deleted_children_fail_the_session() -> None:
+    obs = Observation(now=T0, start=T0, server=running("s-server"), client=None, signaling={})
+    assert phase_of(obs) == ("Failed", "PodDeleted")
+    gone = Observation(
+        now=T0, start=T0, server=running("s-server"), client=running("s-client"), signaling=None
+    )
+    assert phase_of(gone) == ("Failed", "SignalingLost")
+
+
+# ---- time-based rules -------------------------------------------------------------------
+
+
+def test_no_answer_within_the_signaling_timeout() -> None:
+    live = {"server": running("s-server"), "client": running("s-client")}
+    assert phase_of(observe(29, **live, data={"offer": "o"}))[0] == "Signaling"
+    status = evaluate(SPEC, observe(31, **live, data={"offer": "o"}), {}).status
+    assert (status["phase"], status["reason"]) == ("Failed", "SignalingTimeout")
+    assert "answer from the client" in status["message"]
+    signaled = {c["type"]: c for c in status["conditions"]}["Signaled"]
+    assert (signaled["status"], signaled["reason"]) == ("False", "SignalingTimeout")
+
+
+def test_the_active_deadline() -> None:
+    live = {
+        "server": running("s-server"),
+        "client": running("s-client"),
+        "data": {"offer": "o", "answer": "a", "metrics": summary()},
+    }
+    assert phase_of(observe(599, **live))[0] == "Connected"
+    assert phase_of(observe(601, **live)) == ("Failed", "DeadlineExceeded")
+    unlimited = parse_spec({"frames": 0, "activeDeadlineSeconds": 0})
+    assert phase_of(observe(10**6, **live), unlimited)[0] == "Connected"
+
+
+# ---- conditions, events, terminal states -------------------------------------------------
+
+
+def test_terminal_states_are_final() -> None:
+    obs = observe(server=ended("s-server", 1))
+    assert evaluate(SPEC, obs, {"phase": "Succeeded"}).status == {}
+    assert evaluate(SPEC, obs, {"phase": "Failed"}).status == {}
+
+
+def test_conditions_follow_api_conventions_and_keep_transition_times() -> None:
+    live = {"server": running("s-server"), "client": running("s-client")}
+    first = evaluate(SPEC, observe(1, **live, data={"offer": "o"}), {}, generation=3).status
+    assert {c["type"] for c in first["conditions"]} == {
+        "Signaled",
+        "Connected",
+        "Succeeded",
+        "Failed",
+    }
+    for condition in first["conditions"]:
+        assert condition["status"] in ("True", "False", "Unknown")
+        assert condition["reason"][0].isupper() and " " not in condition["reason"]
+        assert condition["observedGeneration"] == 3
+        assert condition["lastTransitionTime"] == format_time(T0 + timedelta(seconds=1))
+    second = evaluate(SPEC, observe(9, **live, data={"offer": "o", "answer": "a"}), first).status
+    times = {c["type"]: c["lastTransitionTime"] for c in second["conditions"]}
+    assert times["Signaled"] == format_time(T0 + timedelta(seconds=9))  # False -> True
+    assert times["Failed"] == format_time(T0 + timedelta(seconds=1))  # unchanged
+
+
+def test_events_only_on_phase_changes() -> None:
+    live = {"server": running("s-server"), "client": running("s-client")}
+    first = evaluate(SPEC, observe(1, **live, data={"offer": "o"}), {})
+    assert [e.reason for e in first.events] == ["WaitingForAnswer"]
+    again = evaluate(SPEC, observe(2, **live, data={"offer": "o"}), first.status)
+    assert again.events == []
+
+
+def test_live_metrics_are_published_and_malformed_ones_ignored() -> None:
+    live = {"server": running("s-server"), "client": running("s-client")}
+    ok = evaluate(
+        SPEC, observe(**live, data={"offer": "o", "answer": "a", "metrics": summary()}), {}
+    ).status
+    assert ok["metrics"]["final"] is False
+    bad = evaluate(
+        SPEC, observe(**live, data={"offer": "o", "answer": "a", "metrics": "garbage"}), {}
+    ).status
+    assert "metrics" not in bad
+    assert bad["phase"] == "Signaling"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        None,
+        "",
+        "[]",
+        "{}",
+        summary(mean_error_px="0.1"),
+        summary(frames_sent=1.5),
+        summary(frames_sent=True),
+        summary(extra=1),
+        '{"mean_error_px": NaN}',
+    ],
+)
+def test_parse_metrics_rejects_malformed_summaries(text: str | None) -> None:
+    assert parse_metrics(text) is None
+
+
+def test_parse_metrics_accepts_nulls() -> None:
+    parsed = parse_metrics(summary(mean_error_px=None, frames_dropped_by_client=None))
+    assert parsed is not None and parsed["mean_error_px"] is None
+
+
+# ---- pod summaries ---------------------------------------------------------------------
+
+
+def test_pod_view_from_manifests() -> None:
+    terminated = PodView.from_manifest(
+        {
+            "metadata": {"name": "p"},
+            "status": {
+                "phase": "Failed",
+                "containerStatuses": [
+                    {
+                        "state": {
+                            "terminated": {
+                                "exitCode": 137,
+                                "reason": "OOMKilled",
+                                "finishedAt": "2026-11-24T12:00:05Z",
+                            }
+                        }
+                    }
+                ],
+            },
+        }
+    )
+    assert terminated.failed and terminated.exit_code == 137 and terminated.reason == "OOMKilled"
+    assert terminated.finished_at == T0 + timedelta(seconds=5)
+    waiting = PodView.from_manifest(
+        {
+            "metadata": {"name": "p"},
+            "status": {
+                "phase": "Pending",
+                "containerStatuses": [
+                    {"state": {"waiting": {"reason": "ImagePullBackOff", "message": "not found"}}}
+                ],
+            },
+        }
+    )
+    assert waiting.waiting_reason == "ImagePullBackOff" and not waiting.started
+    fresh = PodView.from_manifest({"metadata": {"name": "p"}})
+    assert fresh.phase == "Pending" and not fresh.started and not fresh.failed
+    ok = PodView.from_manifest(
+        {
+            "metadata": {"name": "p"},
+            "status": {
+                "phase": "Succeeded",
+                "containerStatuses": [{"state": {"terminated": {"exitCode": 0}}}],
+            },
+        }
+    )
+    assert ok.succeeded and not ok.failed
