@@ -1,0 +1,144 @@
+"""`make bench-operator`: 100 BallSessions created at once against the emulated API server.
+
+The real operator (a `python -m rebound_operator` process) reconciles them; no kubelet runs,
+so the pods stay Pending. Measures: time until every session has all six children and a
+status, per-session latency from creation to children / to first status, and the operator's
+peak RSS. Prints a Markdown table; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+from kubernetes import client
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
+from kube_harness import Emulator  # noqa: E402
+
+from bench.machine import describe  # noqa: E402
+
+NS = "bench"
+CHILD_KINDS = 6
+
+
+def _snapshot(emulator: Emulator) -> tuple[dict[str, int], set[str]]:
+    counts: dict[str, int] = {}
+    with_status: set[str] = set()
+    for resource, obj in emulator.all_objects():
+        meta = obj.get("metadata") or {}
+        session = (meta.get("labels") or {}).get("rebound.dev/session")
+        if session:
+            counts[session] = counts.get(session, 0) + 1
+        elif resource.plural == "ballsessions" and (obj.get("status") or {}).get("phase"):
+            with_status.add(meta["name"])
+    return counts, with_status
+
+
+def run(sessions: int, timeout: float) -> dict[str, Any]:
+    """Create `sessions` BallSessions at once and time the operator's reaction."""
+    emulator = Emulator(NS)
+    with tempfile.TemporaryDirectory() as tmp:
+        kubeconfig = emulator.write_kubeconfig(Path(tmp) / "kubeconfig")
+        operator = subprocess.Popen(
+            [sys.executable, "-m", "rebound_operator", "-n", NS, "--liveness", ""],
+            env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            time.sleep(3)  # let kopf start its watches
+            api = client.CustomObjectsApi(emulator.api)
+            names = [f"s{i:03d}" for i in range(sessions)]
+
+            def create(name: str) -> float:
+                body = {
+                    "apiVersion": "rebound.dev/v1alpha1",
+                    "kind": "BallSession",
+                    "metadata": {"name": name, "namespace": NS},
+                    "spec": {},
+                }
+                api.create_namespaced_custom_object(
+                    "rebound.dev", "v1alpha1", NS, "ballsessions", body
+                )
+                return time.monotonic()
+
+            start = time.monotonic()
+            with ThreadPoolExecutor(16) as pool:
+                created = dict(zip(names, pool.map(create, names), strict=True))
+            children_at: dict[str, float] = {}
+            status_at: dict[str, float] = {}
+            peak_rss = 0
+            deadline = start + timeout
+            proc = psutil.Process(operator.pid)
+            while time.monotonic() < deadline and (
+                len(children_at) < sessions or len(status_at) < sessions
+            ):
+                counts, with_status = _snapshot(emulator)
+                now = time.monotonic()
+                for name in names:
+                    if name not in children_at and counts.get(name, 0) >= CHILD_KINDS:
+                        children_at[name] = now
+                    if name not in status_at and name in with_status:
+                        status_at[name] = now
+                peak_rss = max(peak_rss, proc.memory_info().rss)
+                time.sleep(0.1)
+            settle_end = time.monotonic() + 5
+            while time.monotonic() < settle_end:  # RSS once every session is being reconciled
+                peak_rss = max(peak_rss, proc.memory_info().rss)
+                time.sleep(0.25)
+        finally:
+            operator.terminate()
+            operator.wait(30)
+            emulator.close()
+    to_children = [children_at[n] - created[n] for n in children_at]
+    to_status = [status_at[n] - created[n] for n in status_at]
+    return {
+        "sessions": sessions,
+        "with_children": len(children_at),
+        "all_children_s": (max(children_at.values()) - start) if children_at else None,
+        "children_p50": float(np.percentile(to_children, 50)) if to_children else None,
+        "children_p95": float(np.percentile(to_children, 95)) if to_children else None,
+        "status_p50": float(np.percentile(to_status, 50)) if to_status else None,
+        "status_p95": float(np.percentile(to_status, 95)) if to_status else None,
+        "rss_mb": peak_rss / 2**20,
+    }
+
+
+def _s(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the operator benchmark table."""
+    parser = argparse.ArgumentParser(prog="python -m bench.operator")
+    parser.add_argument("--sessions", type=int, default=100)
+    parser.add_argument("--timeout", type=float, default=120)
+    args = parser.parse_args(argv)
+    r = run(args.sessions, args.timeout)
+    print(f"Machine: {describe()}\n")
+    print("### Operator: BallSessions created at once against the emulated API server\n")
+    print(
+        "| sessions | with all 6 children | all children after (s) | create→children p50 / p95 (s) "
+        "| create→status p50 / p95 (s) | operator peak RSS (MB) |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|")
+    print(
+        f"| {r['sessions']} | {r['with_children']} | {_s(r['all_children_s'])} "
+        f"| {_s(r['children_p50'])} / {_s(r['children_p95'])} "
+        f"| {_s(r['status_p50'])} / {_s(r['status_p95'])} | {r['rss_mb']:.0f} |"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
