@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from rebound_operator import GROUP, PLURAL, VERSION
@@ -27,14 +27,6 @@ class ChildConflict(RuntimeError):
     """A child's fixed name is taken by an object this BallSession does not own."""
 
 
-def load_config() -> None:
-    """In-cluster service account if present, else the standard kubeconfig ($KUBECONFIG)."""
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
-
-
 @dataclass
 class Observed:
     """Raw children as read from the API (None = not found)."""
@@ -48,10 +40,22 @@ class Cluster:
     """The handful of API calls the operator needs, through the official client."""
 
     def __init__(self, api_client: client.ApiClient | None = None) -> None:
-        self.api = api_client or client.ApiClient()
-        self.core = client.CoreV1Api(self.api)
-        self.rbac = client.RbacAuthorizationV1Api(self.api)
-        self.custom = client.CustomObjectsApi(self.api)
+        self._api: client.ApiClient | None = None
+        if api_client is not None:
+            self.connect(api_client)
+
+    def connect(self, api_client: client.ApiClient | None = None) -> None:
+        """(Re)build the API clients, by default from the `kubernetes` default configuration
+        (which `kopf.login_via_client` fills from the service account or kubeconfig)."""
+        self._api = api_client or client.ApiClient()
+        self.core = client.CoreV1Api(self._api)
+        self.rbac = client.RbacAuthorizationV1Api(self._api)
+        self.custom = client.CustomObjectsApi(self._api)
+
+    @property
+    def connected(self) -> bool:
+        """True once `connect` ran (after kopf's login)."""
+        return self._api is not None
 
     def _ops(self, kind: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
         ops: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {

@@ -29,7 +29,4 @@ class OperatorSettings(BaseSettings):
     pending_timeout_seconds: int = Field(
         300, ge=10, description="fail a session whose pod is not running after this long"
     )
-    reconcile_interval_seconds: float = Field(
-        2.0, gt=0, description="how often running sessions are re-evaluated"
-    )
     verbose: bool = False

@@ -5,11 +5,15 @@ from typing import Any
 import pytest
 from rebound_operator.lifecycle import (
     CLIENT_FINISH_GRACE,
+    CONDITION_TYPES,
     Observation,
     PodView,
+    check_metrics,
     evaluate,
+    failed_status,
     format_time,
     parse_metrics,
+    read_metrics,
 )
 from rebound_operator.spec import parse_spec
 
@@ -98,10 +102,12 @@ def test_succeeds_when_the_server_completes_within_the_threshold() -> None:
     assert status["completionTime"] == format_time(obs.now)
     conditions = {c["type"]: c["status"] for c in status["conditions"]}
     assert conditions == {
+        "PodsReady": "False",
         "Signaled": "True",
         "Connected": "False",
         "Succeeded": "True",
         "Failed": "False",
+        "MetricsReadable": "True",
     }
     assert [e.reason for e in verdict.events] == ["Completed"]
     assert verdict.events[0].type == "Normal"
@@ -120,6 +126,8 @@ def test_waits_for_the_client_to_finish_then_judges_anyway_after_a_grace() -> No
         signaling=data,
     )
     assert phase_of(late) == ("Succeeded", "Completed")
+    # Job-like: the verdict is final only with every pod ended or being stopped.
+    assert evaluate(SPEC, late, {"phase": "Connected"}).stop_pods == ["s-client"]
 
 
 def test_a_client_failing_after_the_server_completed_does_not_undo_the_result() -> None:
@@ -250,11 +258,14 @@ def test_terminal_states_are_final() -> None:
 def test_conditions_follow_api_conventions_and_keep_transition_times() -> None:
     live = {"server": running("s-server"), "client": running("s-client")}
     first = evaluate(SPEC, observe(1, **live, data={"offer": "o"}), {}, generation=3).status
-    assert {c["type"] for c in first["conditions"]} == {
+    assert [c["type"] for c in first["conditions"]] == list(CONDITION_TYPES)
+    assert set(CONDITION_TYPES) == {
+        "PodsReady",
         "Signaled",
         "Connected",
         "Succeeded",
         "Failed",
+        "MetricsReadable",
     }
     for condition in first["conditions"]:
         assert condition["status"] in ("True", "False", "Unknown")
@@ -360,3 +371,132 @@ def test_pod_view_from_manifests() -> None:
         }
     )
     assert ok.succeeded and not ok.failed
+
+
+# ---- malformed metrics: ignored, reported once, never a crash ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("{not json", "not JSON"),
+        ("[1, 2]", "not a JSON object but list"),
+        ('{"frames_sent": 1}', "missing coordinates_received"),
+        (summary(extra=1), "unexpected extra"),
+        (summary(mean_error_px="0.1"), "mean_error_px is not a number"),
+        (summary(frames_sent=1.5), "frames_sent is not an integer"),
+        ('{"mean_error_px": NaN}', "missing frames_sent"),
+        (summary().replace('"max_error_px": 0.1', '"max_error_px": Infinity'), "not finite"),
+    ],
+)
+def test_check_metrics_says_what_is_wrong(text: str, problem: str) -> None:
+    metrics, why = check_metrics(text)
+    assert metrics is None
+    assert why is not None and problem in why
+
+
+def test_a_good_summary_supersedes_malformed_live_metrics() -> None:
+    reading = read_metrics({"metrics": "garbage", "summary": summary()})
+    assert reading.problem is None and reading.final is not None
+    assert reading.live == reading.final
+    broken = read_metrics({"metrics": summary(), "summary": "garbage"})
+    assert broken.final is None and broken.live is not None  # live numbers still shown
+    assert broken.problem is not None and broken.problem.startswith("data.summary: not JSON")
+
+
+def test_malformed_metrics_set_a_condition_and_warn_once() -> None:
+    live = {"server": running("s-server"), "client": running("s-client")}
+    data = {"offer": "o", "answer": "a", "metrics": '{"frames_sent": "many"}'}
+    first = evaluate(SPEC, observe(3, **live, data=data), {"phase": "Signaling"})
+    readable = {c["type"]: c for c in first.status["conditions"]}["MetricsReadable"]
+    assert (readable["status"], readable["reason"]) == ("False", "MalformedMetrics")
+    assert "data.metrics: missing" in readable["message"]
+    assert [(e.type, e.reason) for e in first.events] == [("Warning", "MalformedMetrics")]
+    again = evaluate(SPEC, observe(4, **live, data=data), first.status)
+    assert again.events == []  # one warning per transition, not per reconcile
+    fixed = evaluate(SPEC, observe(5, **live, data={**data, "metrics": summary()}), again.status)
+    readable = {c["type"]: c for c in fixed.status["conditions"]}["MetricsReadable"]
+    assert (readable["status"], readable["reason"]) == ("True", "MetricsPublished")
+    assert fixed.phase == "Connected"
+
+
+def test_a_malformed_summary_fails_a_completed_session_saying_why() -> None:
+    obs = observe(
+        server=ended("s-server", 0),
+        client=ended("s-client", 0),
+        data={"offer": "o", "answer": "a", "summary": "[]"},
+    )
+    status = evaluate(SPEC, obs, {"phase": "Connected"}).status
+    assert (status["phase"], status["reason"]) == ("Failed", "MetricsMissing")
+    assert "data.summary: not a JSON object" in status["message"]
+
+
+# ---- PodsReady ----------------------------------------------------------------------------
+
+
+def test_pods_ready_tells_why_pods_are_not_running() -> None:
+    def ready(obs: Observation) -> tuple[str, str]:
+        condition = {c["type"]: c for c in evaluate(SPEC, obs, {}).status["conditions"]}
+        return condition["PodsReady"]["status"], condition["PodsReady"]["reason"]
+
+    assert ready(observe()) == ("False", "PodsPending")
+    creating = PodView("s-client", waiting_reason="ContainerCreating")
+    assert ready(observe(server=running("s-server"), client=creating)) == (
+        "False",
+        "ContainerCreating",
+    )
+    assert ready(observe(server=running("s-server"), client=running("s-client"))) == (
+        "True",
+        "PodsRunning",
+    )
+
+
+# ---- failures before any pod ran ------------------------------------------------------------
+
+
+def test_failed_status_sets_every_condition() -> None:
+    status = failed_status("InvalidSpec", "spec.fps: too fast", T0, generation=2)
+    assert (status["phase"], status["reason"]) == ("Failed", "InvalidSpec")
+    assert status["startTime"] == status["completionTime"] == format_time(T0)
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert list(conditions) == list(CONDITION_TYPES)
+    assert conditions["Failed"]["status"] == "True"
+    assert conditions["Succeeded"]["status"] == "False"
+    assert conditions["MetricsReadable"]["status"] == "Unknown"
+    assert all(c["observedGeneration"] == 2 for c in conditions.values())
+
+
+# ---- when to look again ---------------------------------------------------------------------
+
+
+def test_wake_at_names_the_next_time_based_rule() -> None:
+    spec = parse_spec({"signalingTimeoutSeconds": 30, "activeDeadlineSeconds": 600})
+    pending = evaluate(spec, observe(1, pending_timeout=timedelta(seconds=20)), {})
+    assert pending.wake_at == T0 + timedelta(seconds=20)  # pods pending: earliest rule
+    live = {"server": running("s-server"), "client": running("s-client")}
+    signaling = evaluate(spec, observe(1, **live, data={"offer": "o"}), {})
+    assert signaling.wake_at == T0 + timedelta(seconds=30)
+    streaming = evaluate(
+        spec, observe(40, **live, data={"offer": "o", "answer": "a", "metrics": summary()}), {}
+    )
+    assert streaming.wake_at == T0 + timedelta(seconds=600)
+    finishing = evaluate(
+        spec,
+        observe(
+            45,
+            server=ended("s-server", 0, at=T0 + timedelta(seconds=44)),
+            client=running("s-client"),
+            data={"offer": "o", "answer": "a"},
+        ),
+        {},
+    )
+    assert finishing.wake_at == T0 + timedelta(seconds=44) + CLIENT_FINISH_GRACE
+
+
+def test_unlimited_connected_sessions_need_no_wake_up_and_terminal_ones_none() -> None:
+    unlimited = parse_spec({"frames": 0, "activeDeadlineSeconds": 0})
+    live = {"server": running("s-server"), "client": running("s-client")}
+    obs = observe(5, **live, data={"offer": "o", "answer": "a", "metrics": summary()})
+    assert evaluate(unlimited, obs, {}).wake_at is None
+    done = observe(server=ended("s-server", 1), client=running("s-client"))
+    assert evaluate(SPEC, done, {}).wake_at is None
