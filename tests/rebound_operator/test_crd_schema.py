@@ -10,6 +10,7 @@ does) and the x-kubernetes-validations rules with cel-python.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from rebound_operator.spec import parse_spec
+from rebound_operator.spec import InvalidSpec, parse_spec
 
 REPO = Path(__file__).resolve().parents[2]
 CRD = yaml.safe_load((REPO / "crds" / "ballsession.yaml").read_text())
@@ -76,16 +77,40 @@ def typed(value: Any, schema: dict[str, Any]) -> Any:
 CEL = celpy.Environment()
 
 
-def cel_failures(new: dict[str, Any], old: dict[str, Any] | None = None) -> list[str]:
-    """Messages of the spec's x-kubernetes-validations rules that `new` violates."""
+def _rules(
+    schema: dict[str, Any], value: Any, old: Any
+) -> Iterator[tuple[dict[str, Any], Any, Any]]:
+    """Every (rule, self, oldSelf) the API server would evaluate, at every level of `value`."""
+    for rule in schema.get("x-kubernetes-validations") or []:
+        yield rule, value, old
+    if isinstance(value, dict):
+        props = schema.get("properties") or {}
+        extra = schema.get("additionalProperties")
+        for name, sub_value in value.items():
+            sub = props.get(name, extra if isinstance(extra, dict) else None)
+            if sub is not None:
+                sub_old = old.get(name) if isinstance(old, dict) else None
+                yield from _rules(sub, sub_value, sub_old)
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for item in value:  # atomic lists: items have no oldSelf to correlate with
+            yield from _rules(schema["items"], item, None)
+
+
+def cel_failures(
+    new: dict[str, Any], old: dict[str, Any] | None = None, schema: dict[str, Any] = SPEC_SCHEMA
+) -> list[str]:
+    """Messages of the x-kubernetes-validations rules (at any depth) that `new` violates.
+
+    Transition rules (those naming oldSelf) run only on update, as in the API server.
+    """
     failures = []
-    for rule in SPEC_SCHEMA["x-kubernetes-validations"]:
+    for rule, value, previous in _rules(schema, typed(new, schema), typed(old, schema)):
         transition = "oldSelf" in rule["rule"]
-        if transition and old is None:
-            continue  # transition rules only run on update
-        activation = {"self": celpy.json_to_cel(typed(new, SPEC_SCHEMA))}
+        if transition and previous is None:
+            continue
+        activation = {"self": celpy.json_to_cel(value)}
         if transition:
-            activation["oldSelf"] = celpy.json_to_cel(typed(old, SPEC_SCHEMA))
+            activation["oldSelf"] = celpy.json_to_cel(previous)
         program = CEL.program(CEL.compile(rule["rule"]))
         if not bool(program.evaluate(activation)):
             failures.append(rule["message"])
@@ -97,7 +122,7 @@ def admit(document: dict[str, Any]) -> list[str]:
     document = apply_defaults(document, SCHEMA)
     validator = jsonschema.Draft7Validator(strict(SCHEMA))
     errors = [f"{'.'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(document)]
-    return errors or cel_failures(document["spec"])
+    return errors or cel_failures(document, schema=SCHEMA)
 
 
 def test_crd_is_a_valid_apiextensions_v1_object() -> None:
@@ -182,3 +207,32 @@ def test_cel_evaluates_the_fit_rule_faithfully_at_the_boundary() -> None:
     spec = apply_defaults({"width": 128, "height": 144}, SPEC_SCHEMA)
     assert cel_failures({**spec, "radius": 63}) == []  # 2*63+2 = 128 = width = height-16
     assert cel_failures({**spec, "radius": 63.5})  # one half pixel too big
+
+
+def test_nested_and_root_rules_are_evaluated_per_item() -> None:
+    good = {"urls": ["stun:s:3478"]}
+    turn = {"urls": ["turn:t:3478"], "username": "u", "credential": "p"}
+    spec = apply_defaults({"iceServers": [good, turn]}, SPEC_SCHEMA)
+    assert cel_failures(spec) == []
+    bad = {**spec, "iceServers": [good, {"urls": ["turn:t:3478"]}]}
+    assert cel_failures(bad) == ["turn: and turns: URLs need a username and credential"]
+    document = {"metadata": {"name": "x" * 64}, "spec": spec}
+    assert any("63 characters" in m for m in cel_failures(document, schema=SCHEMA))
+
+
+def test_transition_rules_run_only_on_update() -> None:
+    spec = apply_defaults({}, SPEC_SCHEMA)
+    changed = {**spec, "seed": 7}
+    assert cel_failures(changed) == []  # creation: no oldSelf
+    assert cel_failures(changed, spec) == [
+        "spec is immutable: delete and re-create the BallSession to change it"
+    ]
+    # A number written as an integer is still the same double to CEL: no false "change".
+    assert cel_failures({**spec, "radius": 20}, {**spec, "radius": 20.0}) == []
+
+
+def test_the_operator_model_rejects_what_the_crd_rejects_for_the_ball_fit() -> None:
+    for name in ("width-200-height-240-radius-100", "height-too-small-for-radius", "radius-300"):
+        document = yaml.safe_load((SAMPLES / "invalid" / f"{name}.yaml").read_text())
+        with pytest.raises(InvalidSpec, match="does not fit"):
+            parse_spec(apply_defaults(document, SCHEMA)["spec"])
