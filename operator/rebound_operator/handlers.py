@@ -35,6 +35,7 @@ from rebound_operator.lifecycle import (
     failed_status,
     format_time,
     parse_time,
+    still_running,
 )
 from rebound_operator.settings import OperatorSettings
 from rebound_operator.spec import InvalidSpec, parse_spec
@@ -152,6 +153,8 @@ async def _reconcile(body: Mapping[str, Any], memo: kopf.Memo, *, ensure_childre
         previous = sessions.last_status.get(key) or dict(body.get("status") or {})
         if previous.get("phase") in TERMINAL:
             sessions.cancel(key)
+            if not ensure_children:
+                await _stop_leftovers(memo, name, namespace)
             return
         if not ensure_children and not previous.get("startTime"):
             return  # the creation handler has not made the children yet
@@ -215,6 +218,17 @@ async def _reconcile(body: Mapping[str, Any], memo: kopf.Memo, *, ensure_childre
         else:
             delay = (verdict.wake_at - datetime.now(UTC)).total_seconds() + WAKE_MARGIN_S
             sessions.wake_later(key, delay, lambda: _wake(key, memo))
+
+
+async def _stop_leftovers(memo: kopf.Memo, name: str, namespace: str) -> None:
+    """A finished session's pods that still run are stopped (again, if a first try failed)."""
+    cluster: kube.Cluster = memo.cluster
+    observed = await asyncio.to_thread(cluster.observe, name, namespace)
+    pods = [
+        None if p is None else PodView.from_manifest(p) for p in (observed.server, observed.client)
+    ]
+    for pod in still_running(*pods):
+        await asyncio.to_thread(cluster.delete_pod, pod, namespace)
 
 
 async def _wake(key: Key, memo: kopf.Memo) -> None:

@@ -1,5 +1,8 @@
 """Synchronous Kubernetes API calls the operator makes (run them in a thread, never on the loop).
 
+Responses are read as raw JSON (`_preload_content=False`): the operator never needs the
+client's models, and a model that fails to validate an unusual object must not stop it.
+
 Creation is idempotent: a 409 AlreadyExists is adoption when the existing object is owned by
 the same BallSession (same UID), and an error otherwise.
 """
@@ -84,7 +87,7 @@ class Cluster:
         meta = manifest["metadata"]
         create, read = self._ops(manifest["kind"])
         try:
-            create(meta["namespace"], manifest)
+            create(meta["namespace"], manifest, _preload_content=False)
             return "created"
         except ApiException as exc:
             if exc.status != 409:
@@ -134,13 +137,15 @@ class Cluster:
     def patch_status(self, name: str, namespace: str, status: dict[str, Any]) -> None:
         """Merge-patch the BallSession's status subresource."""
         self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, PLURAL, name, {"status": status}
+            GROUP, VERSION, namespace, PLURAL, name, {"status": status}, _preload_content=False
         )
 
     def delete_pod(self, name: str, namespace: str) -> None:
         """Delete a pod (gone already is fine)."""
         try:
-            self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=5)
+            self.core.delete_namespaced_pod(
+                name, namespace, grace_period_seconds=5, _preload_content=False
+            )
         except ApiException as exc:
             if exc.status != 404:
                 raise

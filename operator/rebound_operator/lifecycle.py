@@ -463,6 +463,11 @@ def _wake_at(spec: BallSessionSpec, obs: Observation, data: Mapping[str, str]) -
 # ---- the verdict ------------------------------------------------------------------------
 
 
+def still_running(*pods: PodView | None) -> list[str]:
+    """Names of the pods that have not ended (to stop once the session is terminal)."""
+    return [p.name for p in pods if p is not None and not p.ended]
+
+
 def evaluate(
     spec: BallSessionSpec,
     obs: Observation,
@@ -544,7 +549,7 @@ def evaluate(
         verdict.events.append(Event("Warning", "MalformedMetrics", f"ignored {reading.problem}"))
     if terminal:
         # Nothing keeps streaming after the verdict; pods that ended stay for their logs.
-        verdict.stop_pods = [p.name for p in (server, client) if p is not None and not p.ended]
+        verdict.stop_pods = still_running(server, client)
     else:
         verdict.wake_at = _wake_at(spec, obs, data)
     return verdict

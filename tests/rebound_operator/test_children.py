@@ -1,10 +1,12 @@
 import json
+from typing import cast
 
 import pytest
 from rebound_operator.children import (
     SESSION_LABEL,
     Names,
     Owner,
+    Role,
     all_children,
     configmap,
     pod,
@@ -90,7 +92,7 @@ def test_role_grants_only_the_signaling_configmap() -> None:
 
 @pytest.mark.parametrize("which", ["server", "client"])
 def test_pods_meet_restricted_pod_security(which: str) -> None:
-    manifest = pod(which, OWNER, SPEC, default_image="peer:1")  # type: ignore[arg-type]
+    manifest = pod(cast(Role, which), OWNER, SPEC, default_image="peer:1")
     spec = manifest["spec"]
     assert manifest["metadata"]["name"] == f"demo-{which}"
     assert spec["restartPolicy"] == "Never"

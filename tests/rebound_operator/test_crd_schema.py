@@ -19,6 +19,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from celpy.adapter import json_to_cel
 from rebound_operator.spec import InvalidSpec, parse_spec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -108,9 +109,9 @@ def cel_failures(
         transition = "oldSelf" in rule["rule"]
         if transition and previous is None:
             continue
-        activation = {"self": celpy.json_to_cel(value)}
+        activation = {"self": json_to_cel(value)}
         if transition:
-            activation["oldSelf"] = celpy.json_to_cel(previous)
+            activation["oldSelf"] = json_to_cel(previous)
         program = CEL.program(CEL.compile(rule["rule"]))
         if not bool(program.evaluate(activation)):
             failures.append(rule["message"])
