@@ -22,7 +22,11 @@ APP_LABELS = {
     "app.kubernetes.io/managed-by": "rebound-operator",
 }
 PEER_USER_ID = 10001
-SIGNALING_VERBS = ["get", "watch", "patch", "update"]
+SIGNALING_VERBS = ["get", "watch", "patch"]
+"""What the peers do with their ConfigMap (peers.signaling.configmap): read it, merge-patch
+their keys, and watch it with a `metadata.name` field selector, which RBAC authorises against
+`resourceNames`. No `update`, no `list` of other ConfigMaps, no `create` (the operator creates
+it, since `create` cannot be limited by name)."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +118,7 @@ def service_account(owner: Owner) -> Manifest:
 
 
 def role(owner: Owner) -> Manifest:
-    """A Role allowing only get/watch/patch/update on this session's ConfigMap."""
+    """A Role allowing only get/watch/patch on this session's ConfigMap."""
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",

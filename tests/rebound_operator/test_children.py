@@ -80,7 +80,7 @@ def test_role_grants_only_the_signaling_configmap() -> None:
         "apiGroups": [""],
         "resources": ["configmaps"],
         "resourceNames": ["demo-signaling"],
-        "verbs": ["get", "watch", "patch", "update"],
+        "verbs": ["get", "watch", "patch"],
     }
     binding = role_binding(OWNER)
     assert binding["roleRef"]["name"] == "demo-peer"

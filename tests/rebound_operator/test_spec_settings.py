@@ -48,3 +48,23 @@ def test_flags_override_environment_defaults() -> None:
     assert args.log_format == "json"
     with pytest.raises(SystemExit):
         build_parser(defaults).parse_args(["--log-format", "xml"])
+
+
+def test_main_runs_kopf_with_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    import kopf
+    from rebound_operator import __main__ as entry
+
+    calls: list[dict[str, object]] = []
+    monkeypatch.setattr(kopf, "run", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(kopf, "configure", lambda **_: None)
+    monkeypatch.setenv("REBOUND_PEER_IMAGE", "env:1")
+    assert entry.main(["-n", "team-a", "--liveness", "", "--pending-timeout", "30"]) == 0
+    (run,) = calls
+    assert run["namespaces"] == ["team-a"] and run["clusterwide"] is False
+    assert run["standalone"] is True and run["liveness_endpoint"] is None
+    settings = run["memo"].settings  # type: ignore[attr-defined]
+    assert (settings.peer_image, settings.pending_timeout_seconds) == ("env:1", 30)
+    calls.clear()
+    entry.main([])
+    assert calls[0]["clusterwide"] is True and calls[0]["namespaces"] == []
+    assert calls[0]["liveness_endpoint"] == "http://0.0.0.0:8080/healthz"
