@@ -40,3 +40,64 @@ clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
 
 # ---- containers, kind, e2e (see docs/install.md) -------------------------------------
+VERSION ?= 0.1.0
+BASE_IMAGE ?= python:3.11.10-slim-bookworm
+PEER_IMAGE ?= rebound-peer:$(VERSION)
+OPERATOR_IMAGE ?= rebound-operator:$(VERSION)
+PIP_CA_BUNDLE ?=
+KIND_CLUSTER ?= rebound
+KIND ?= kind
+KUBECTL ?= kubectl
+KEEP ?=
+
+.PHONY: base-image images image-peer image-operator container-test kind-up kind-down kind-load \
+	deploy undeploy e2e e2e-tools
+
+base-image:  ## local Debian base image (debootstrap + docker import) for registry-less machines
+	scripts/base-image.sh rebound-base:bookworm
+
+define build_image
+	@if [ -n "$(PIP_CA_BUNDLE)" ]; then cp "$(PIP_CA_BUNDLE)" docker/ca/extra-ca.pem; fi
+	docker build -f $(1) -t $(2) --build-arg BASE_IMAGE=$(BASE_IMAGE) \
+		$(if $(PIP_CA_BUNDLE),--build-arg PIP_CA_BUNDLE=extra-ca.pem) .
+	@rm -f docker/ca/extra-ca.pem
+endef
+
+image-peer:
+	$(call build_image,Dockerfile.peer,$(PEER_IMAGE))
+
+image-operator:
+	$(call build_image,Dockerfile.operator,$(OPERATOR_IMAGE))
+
+images: image-peer image-operator  ## build both images (BASE_IMAGE=..., PIP_CA_BUNDLE=...)
+	@docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '^rebound-(peer|operator):'
+
+container-test:  ## a full session in two containers over a docker network (needs `make images`)
+	PEER_IMAGE=$(PEER_IMAGE) $(PY) -m pytest e2e/test_containers.py -v
+
+e2e-tools:
+	@for tool in docker $(KIND) $(KUBECTL); do \
+		command -v $$tool >/dev/null || { echo "make e2e: $$tool is required but not installed" >&2; exit 1; }; \
+	done
+
+kind-up: e2e-tools  ## create the kind cluster
+	$(KIND) get clusters | grep -qx $(KIND_CLUSTER) || $(KIND) create cluster --name $(KIND_CLUSTER) --wait 120s
+
+kind-down:  ## delete the kind cluster
+	$(KIND) delete cluster --name $(KIND_CLUSTER)
+
+kind-load: e2e-tools  ## load both images into the kind cluster
+	$(KIND) load docker-image $(PEER_IMAGE) $(OPERATOR_IMAGE) --name $(KIND_CLUSTER)
+
+deploy:  ## install Rebound on the current kubectl context (kind overlay)
+	$(KUBECTL) apply -k manifests/overlays/kind
+	$(KUBECTL) -n rebound-system rollout status deployment/rebound-operator --timeout=180s
+
+undeploy:  ## remove Rebound (BallSessions first, so their children go with them)
+	-$(KUBECTL) delete ballsessions --all -A --timeout=60s
+	$(KUBECTL) delete -k manifests/overlays/kind --ignore-not-found
+
+e2e: e2e-tools  ## kind cluster, images, deploy, e2e tests, teardown (KEEP=1 keeps the cluster)
+	$(MAKE) kind-up images kind-load deploy
+	REBOUND_E2E=1 $(PY) -m pytest e2e -v --ignore=e2e/test_containers.py; rc=$$?; \
+	if [ -z "$(KEEP)" ]; then $(MAKE) kind-down; fi; exit $$rc
