@@ -23,9 +23,9 @@ import psutil
 from kubernetes import client
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
-from kube_harness import Emulator  # noqa: E402
+from kube_harness import Emulator
 
-from bench.machine import describe  # noqa: E402
+from bench.machine import describe
 
 NS = "bench"
 CHILD_KINDS = 6
@@ -42,6 +42,12 @@ def _snapshot(emulator: Emulator) -> tuple[dict[str, int], set[str]]:
         elif resource.plural == "ballsessions" and (obj.get("status") or {}).get("phase"):
             with_status.add(meta["name"])
     return counts, with_status
+
+
+def proc_times(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of a process."""
+    times = psutil.Process(pid).cpu_times()
+    return times.user, times.system
 
 
 def run(sessions: int, timeout: float) -> dict[str, Any]:
@@ -78,6 +84,7 @@ def run(sessions: int, timeout: float) -> dict[str, Any]:
             children_at: dict[str, float] = {}
             status_at: dict[str, float] = {}
             peak_rss = 0
+            cpu_before = sum(proc_times(operator.pid))
             deadline = start + timeout
             proc = psutil.Process(operator.pid)
             while time.monotonic() < deadline and (
@@ -91,11 +98,12 @@ def run(sessions: int, timeout: float) -> dict[str, Any]:
                     if name not in status_at and name in with_status:
                         status_at[name] = now
                 peak_rss = max(peak_rss, proc.memory_info().rss)
-                time.sleep(0.1)
+                time.sleep(0.5)
             settle_end = time.monotonic() + 5
             while time.monotonic() < settle_end:  # RSS once every session is being reconciled
                 peak_rss = max(peak_rss, proc.memory_info().rss)
                 time.sleep(0.25)
+            operator_cpu = sum(proc_times(operator.pid)) - cpu_before
         finally:
             operator.terminate()
             operator.wait(30)
@@ -111,6 +119,7 @@ def run(sessions: int, timeout: float) -> dict[str, Any]:
         "status_p50": float(np.percentile(to_status, 50)) if to_status else None,
         "status_p95": float(np.percentile(to_status, 95)) if to_status else None,
         "rss_mb": peak_rss / 2**20,
+        "operator_cpu_s": operator_cpu,
     }
 
 
@@ -129,13 +138,14 @@ def main(argv: list[str] | None = None) -> int:
     print("### Operator: BallSessions created at once against the emulated API server\n")
     print(
         "| sessions | with all 6 children | all children after (s) | create→children p50 / p95 (s) "
-        "| create→status p50 / p95 (s) | operator peak RSS (MB) |"
+        "| create→status p50 / p95 (s) | operator peak RSS (MB) | operator CPU (s) |"
     )
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
     print(
         f"| {r['sessions']} | {r['with_children']} | {_s(r['all_children_s'])} "
         f"| {_s(r['children_p50'])} / {_s(r['children_p95'])} "
-        f"| {_s(r['status_p50'])} / {_s(r['status_p95'])} | {r['rss_mb']:.0f} |"
+        f"| {_s(r['status_p50'])} / {_s(r['status_p95'])} | {r['rss_mb']:.0f} "
+        f"| {r['operator_cpu_s']:.1f} |"
     )
     return 0
 

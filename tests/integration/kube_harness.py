@@ -44,6 +44,7 @@ REPO = Path(__file__).resolve().parents[2]
 CRD_PATH = REPO / "crds" / "ballsession.yaml"
 SESSIONS = "rebound.dev/v1alpha1/ballsessions"
 _versions = itertools.count(1000)
+REQUEST_LOG_LIMIT = 64
 
 
 def _parse_path_with_namespaces(path: str) -> Any:
@@ -74,6 +75,10 @@ class ReboundEmulator(KubernetesEmulator):
     """
 
     async def _handle(self, request: kmock.Request) -> Any:
+        # kmock logs every request and matches each new one by scanning that log, so a long
+        # run slows down quadratically; the tests never assert on old requests: keep the tail.
+        if len(self._requests) > REQUEST_LOG_LIMIT:
+            del self._requests[: len(self._requests) - REQUEST_LOG_LIMIT // 2]
         data = request.data
         if request.resource is not None and isinstance(data, dict):
             meta = data.setdefault("metadata", {})
