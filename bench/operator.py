@@ -78,13 +78,13 @@ def run(sessions: int, timeout: float) -> dict[str, Any]:
                 )
                 return time.monotonic()
 
+            cpu_before = sum(proc_times(operator.pid))
             start = time.monotonic()
             with ThreadPoolExecutor(16) as pool:
                 created = dict(zip(names, pool.map(create, names), strict=True))
             children_at: dict[str, float] = {}
             status_at: dict[str, float] = {}
             peak_rss = 0
-            cpu_before = sum(proc_times(operator.pid))
             deadline = start + timeout
             proc = psutil.Process(operator.pid)
             while time.monotonic() < deadline and (
