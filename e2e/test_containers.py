@@ -64,7 +64,7 @@ def test_operator_image_carries_no_media_stack(docker: None) -> None:
         "python",
         OPERATOR_IMAGE,
         "-c",
-        "import importlib.util as u; print([m for m in ('cv2', 'aiortc', 'av') "
+        "import importlib.util as u; print([m for m in ('cv2', 'aiortc', 'av', 'numpy') "
         "if u.find_spec(m)]); import rebound_operator.handlers",
     )
     assert probe.stdout.strip() == "[]"

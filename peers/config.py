@@ -15,6 +15,20 @@ from pydantic.alias_generators import to_camel
 MARKER_BAND_PX = 16
 """Rows at the top of every frame reserved for the frame-identity marker (see peers.marker)."""
 
+SUMMARY_KEYS: tuple[str, ...] = (
+    "frames_sent",
+    "coordinates_received",
+    "frames_matched",
+    "frames_dropped_by_client",
+    "mean_error_px",
+    "p95_error_px",
+    "max_error_px",
+    "achieved_fps",
+    "latency_ms_p50",
+    "latency_ms_p95",
+)
+"""Keys of the server's summary JSON, the ConfigMap's metrics and the status' metrics."""
+
 MIN_WIDTH = 128
 MAX_WIDTH = 3840
 MIN_HEIGHT = 64

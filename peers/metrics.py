@@ -11,18 +11,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-SUMMARY_KEYS: tuple[str, ...] = (
-    "frames_sent",
-    "coordinates_received",
-    "frames_matched",
-    "frames_dropped_by_client",
-    "mean_error_px",
-    "p95_error_px",
-    "max_error_px",
-    "achieved_fps",
-    "latency_ms_p50",
-    "latency_ms_p95",
-)
+from peers.config import SUMMARY_KEYS
+
+__all__ = ["SUMMARY_KEYS", "SessionStats", "euclidean", "format_summary", "percentile"]
 
 
 def euclidean(ax: float, ay: float, bx: float, by: float) -> float:

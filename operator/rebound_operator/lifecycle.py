@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from peers.metrics import SUMMARY_KEYS
+from peers.config import SUMMARY_KEYS
 from rebound_operator.spec import BallSessionSpec
 
 PENDING, SIGNALING, CONNECTED, SUCCEEDED, FAILED = (
