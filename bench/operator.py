@@ -22,7 +22,7 @@ import numpy as np
 import psutil
 from kubernetes import client
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from kube_harness import Emulator
 
 from bench.machine import describe

@@ -36,6 +36,20 @@ class PeerArgumentParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
+def new_parser(prog: str, description: str, role: str) -> PeerArgumentParser:
+    """A peer's parser with its optional positional role (`offer` or `answer`), as in the seed."""
+    parser = PeerArgumentParser(prog=prog, description=description)
+    peer = "server" if role == "offer" else "client"
+    parser.add_argument(
+        "role",
+        nargs="?",
+        default=role,
+        choices=[role],
+        help=f"signaling role (the {peer} always {role}s)",
+    )
+    return parser
+
+
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags both peers take besides signaling."""
     parser.add_argument("--verbose", "-v", action="store_true", help="print every coordinate")

@@ -36,17 +36,11 @@ PENDING_LIMIT = 1024
 
 def build_parser() -> argparse.ArgumentParser:
     """The client's command line."""
-    parser = cli.PeerArgumentParser(
-        prog="python -m peers.client",
-        description="Rebound client peer: receives the bouncing ball over WebRTC, locates it "
+    parser = cli.new_parser(
+        PROG,
+        "Rebound client peer: receives the bouncing ball over WebRTC, locates it "
         "in a separate process and sends each coordinate back.",
-    )
-    parser.add_argument(
-        "role",
-        nargs="?",
-        default="answer",
-        choices=["answer"],
-        help="signaling role (the client always answers)",
+        "answer",
     )
     parser.add_argument(
         "--display",

@@ -36,17 +36,11 @@ FLAG_NAMES = {"duration_seconds": "--duration"}
 
 def build_parser() -> argparse.ArgumentParser:
     """The server's command line."""
-    parser = cli.PeerArgumentParser(
-        prog="python -m peers.server",
-        description="Rebound server peer: streams a bouncing ball over WebRTC and measures "
+    parser = cli.new_parser(
+        PROG,
+        "Rebound server peer: streams a bouncing ball over WebRTC and measures "
         "the error of the coordinates the client sends back.",
-    )
-    parser.add_argument(
-        "role",
-        nargs="?",
-        default="offer",
-        choices=["offer"],
-        help="signaling role (the server always offers)",
+        "offer",
     )
     defaults = SessionSpec(frames=0)
     session = parser.add_argument_group("session")

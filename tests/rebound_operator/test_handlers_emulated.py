@@ -7,28 +7,20 @@ tests in tests/integration run real peers as local processes.)
 
 from __future__ import annotations
 
-import asyncio
-import datetime
-import itertools
 import json
-import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import kmock
 import kopf
 import pytest
-import yaml
-from kmock import KubernetesEmulator, ResourceInfo, Server
 from kopf.testing import KopfRunner
+from kube_harness import Emulator, ReboundEmulator, now_stamp
 from kubernetes import client
 from kubernetes.config import kube_config
 
-REPO = Path(__file__).resolve().parents[2]
 NS = "emulated"
 GROUP, VERSION, PLURAL = "rebound.dev", "v1alpha1", "ballsessions"
 SESSIONS = f"{GROUP}/{VERSION}/{PLURAL}"
@@ -41,94 +33,25 @@ CHILDREN = {
     "v1/pods": ["client", "server"],
 }
 T = TypeVar("T")
-_versions = itertools.count(1)
 
 
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+class VersionedEmulator(ReboundEmulator):
+    """Every write is a new resourceVersion (so kopf can tell stale watch events from fresh
+    ones) and the request log is kept whole (the tests count create requests)."""
+
+    bump_versions = True
+    request_log_limit = None
 
 
-class Emulator(KubernetesEmulator):
-    """kmock's emulator plus the metadata a real API server fills in: uid, creationTimestamp,
-    generation, a name for generateName, and a resourceVersion bumped on every write."""
+class Cluster(Emulator):
+    """The shared emulated API server, plus sync helpers acting as user, kubelet and peers."""
 
-    async def _handle(self, request: kmock.Request) -> Any:
-        data = request.data
-        creating = request.resource is not None and request.action == kmock.action.CREATE
-        if creating and isinstance(data, dict):
-            meta = data.setdefault("metadata", {})
-            if not meta.get("name") and meta.get("generateName"):  # kopf's Events
-                meta["name"] = meta["generateName"] + uuid.uuid4().hex[:8]
-            meta.setdefault("uid", str(uuid.uuid4()))
-            meta.setdefault("creationTimestamp", _now())
-            meta.setdefault("generation", 1)
-            meta.setdefault("resourceVersion", str(next(_versions)))
-            if request.namespace and not meta.get("namespace"):
-                meta["namespace"] = request.namespace
-        updating = request.resource is not None and request.action == kmock.action.UPDATE
-        if updating and isinstance(data, dict):
-            # Every write is a new version, so kopf can tell stale watch events from fresh ones.
-            data.setdefault("metadata", {})["resourceVersion"] = str(next(_versions))
-        return await super()._handle(request)
-
-
-class Cluster:
-    """The emulator served from its own thread and loop, plus sync helpers for the tests."""
+    emulator_class = VersionedEmulator
 
     def __init__(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        started: Future[None] = Future()
-        self._thread = threading.Thread(target=self._run, args=(started,), daemon=True)
-        self._thread.start()
-        started.result(30)
-        configuration = client.Configuration()
-        configuration.host = str(self.kmock.url).rstrip("/")
-        self.api = client.ApiClient(configuration)
+        super().__init__(NS)
         self.core = client.CoreV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
-        crd = yaml.safe_load((REPO / "crds" / "ballsession.yaml").read_text())
-        client.ApiextensionsV1Api(self.api).create_custom_resource_definition(crd)
-
-    def _run(self, started: Future[None]) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._start())
-        started.set_result(None)
-        self._loop.run_forever()
-
-    async def _start(self) -> None:
-        self.kmock = Emulator()
-        await self.kmock.__aenter__()
-        self._server = Server(self.kmock)
-        await self._server.__aenter__()
-        self.kmock.resources.load_bundled()
-        self.kmock.resources[SESSIONS] = ResourceInfo(
-            kind="BallSession",
-            namespaced=True,
-            verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
-            subresources={"status"},
-        )
-        self.kmock.objects["v1/namespaces", None, NS] = {
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": {"name": NS, "uid": str(uuid.uuid4())},
-        }
-
-    def run(self, coro: Any) -> Any:
-        """Run a coroutine on the emulator's loop."""
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(30)
-
-    def objects(self, resource: str) -> list[dict[str, Any]]:
-        """Live objects of a resource, straight from the emulator's memory."""
-
-        async def snapshot() -> list[dict[str, Any]]:
-            wanted = str(kmock.resource(resource))
-            return [
-                dict(obj.raw)
-                for (res, _, _), obj in list(self.kmock.objects.items())
-                if str(res) == wanted and not obj.deleted
-            ]
-
-        return list(self.run(snapshot()))
 
     def creations(self, resource: str, name: str) -> int:
         """How many create (POST) requests for `resource` named `name` the server has seen."""
@@ -141,36 +64,6 @@ class Cluster:
             and isinstance(r.data, dict)
             and (r.data.get("metadata") or {}).get("name") == name
         )
-
-    def kubeconfig(self, path: Path) -> Path:
-        """A kubeconfig for kopf's login pointing at the emulator (plain http)."""
-        url = str(self.kmock.url).rstrip("/")
-        path.write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "current-context": "emulated",
-                    "clusters": [{"name": "emulated", "cluster": {"server": url}}],
-                    "users": [{"name": "tester", "user": {"token": "emulated"}}],
-                    "contexts": [
-                        {"name": "emulated", "context": {"cluster": "emulated", "user": "tester"}}
-                    ],
-                }
-            )
-        )
-        return path
-
-    def close(self) -> None:
-        """Stop the server and its loop."""
-
-        async def stop() -> None:
-            await self._server.__aexit__(None, None, None)
-            await self.kmock.__aexit__(None, None, None)
-
-        self.run(stop())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
 
     # ---- acting as the user, the kubelet and the peers ------------------------------------
 
@@ -201,12 +94,12 @@ class Cluster:
 
     def pod_running(self, name: str) -> None:
         """Report a pod as a kubelet would once its container started."""
-        self._pod_status(name, "Running", {"running": {"startedAt": _now()}})
+        self._pod_status(name, "Running", {"running": {"startedAt": now_stamp()}})
 
     def pod_ended(self, name: str, code: int) -> None:
         """Report a pod's container as terminated with exit code `code`."""
         reason = "Completed" if code == 0 else "Error"
-        terminated = {"exitCode": code, "reason": reason, "finishedAt": _now()}
+        terminated = {"exitCode": code, "reason": reason, "finishedAt": now_stamp()}
         phase = "Succeeded" if code == 0 else "Failed"
         self._pod_status(name, phase, {"terminated": terminated})
 
@@ -290,7 +183,7 @@ def cluster() -> Iterator[Cluster]:
 @pytest.fixture(scope="module")
 def operator(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[KopfRunner]:
     """The operator (all of rebound_operator.handlers) running against the emulator."""
-    kubeconfig = cluster.kubeconfig(tmp_path_factory.mktemp("kube") / "config")
+    kubeconfig = cluster.write_kubeconfig(tmp_path_factory.mktemp("kube") / "config")
     patch = pytest.MonkeyPatch()
     use_kubeconfig(patch, kubeconfig)
     patch.setenv("REBOUND_PENDING_TIMEOUT_SECONDS", "60")
@@ -441,7 +334,7 @@ def test_a_second_operator_adopts_instead_of_duplicating(
     posts = cluster.creations("v1/pods", "foxtrot-server")
     # A second operator (as after a restart) resumes the unfinished session: every create
     # answers 409, and the children it finds are this session's, so nothing changes.
-    kubeconfig = cluster.kubeconfig(tmp_path / "config")
+    kubeconfig = cluster.write_kubeconfig(tmp_path / "config")
     settings = kopf.OperatorSettings()
     settings.scanning.disabled = True
     args = ["run", "-m", "rebound_operator.handlers", "--standalone", "-n", NS]

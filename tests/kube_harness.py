@@ -40,11 +40,10 @@ from kmock._internal import rendering as _rendering
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 CRD_PATH = REPO / "crds" / "ballsession.yaml"
 SESSIONS = "rebound.dev/v1alpha1/ballsessions"
 _versions = itertools.count(1000)
-REQUEST_LOG_LIMIT = 64
 
 
 def _parse_path_with_namespaces(path: str) -> Any:
@@ -63,22 +62,27 @@ _parsing.parse_path = _parse_path_with_namespaces
 _rendering.parsing.parse_path = _parse_path_with_namespaces
 
 
-def _now() -> str:
+def now_stamp() -> str:
+    """The current time as Kubernetes writes it."""
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class ReboundEmulator(KubernetesEmulator):
     """The emulator plus the metadata a real API server fills in on create.
 
-    resourceVersion is set once and not bumped on updates: kopf guards some patches with a
-    JSON-patch `test` on it, which kmock answers with a 500 instead of a 409 Conflict.
+    By default resourceVersion is set once and not bumped on updates, and kmock's request
+    log is trimmed (it matches each new request by scanning the whole log, so long runs slow
+    down quadratically). Subclasses that assert on the request log or want every write to be
+    a new version (so kopf can tell stale watch events) flip the two class attributes.
     """
 
+    bump_versions = False
+    request_log_limit: int | None = 64
+
     async def _handle(self, request: kmock.Request) -> Any:
-        # kmock logs every request and matches each new one by scanning that log, so a long
-        # run slows down quadratically; the tests never assert on old requests: keep the tail.
-        if len(self._requests) > REQUEST_LOG_LIMIT:
-            del self._requests[: len(self._requests) - REQUEST_LOG_LIMIT // 2]
+        limit = self.request_log_limit
+        if limit is not None and len(self._requests) > limit:
+            del self._requests[: len(self._requests) - limit // 2]
         data = request.data
         if request.resource is not None and isinstance(data, dict):
             meta = data.setdefault("metadata", {})
@@ -86,16 +90,20 @@ class ReboundEmulator(KubernetesEmulator):
                 if not meta.get("name") and meta.get("generateName"):
                     meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
                 meta.setdefault("uid", str(uuid.uuid4()))
-                meta.setdefault("creationTimestamp", _now())
+                meta.setdefault("creationTimestamp", now_stamp())
                 meta.setdefault("generation", 1)
                 meta.setdefault("resourceVersion", str(next(_versions)))
                 if request.namespace and not meta.get("namespace"):
                     meta["namespace"] = request.namespace
+            elif self.bump_versions and request.action == kmock.action.UPDATE:
+                meta["resourceVersion"] = str(next(_versions))
         return await super()._handle(request)
 
 
 class Emulator:
     """The emulated API server, served from its own thread and event loop."""
+
+    emulator_class: type[ReboundEmulator] = ReboundEmulator
 
     def __init__(self, namespace: str = "rebound-test") -> None:
         self.namespace = namespace
@@ -115,7 +123,7 @@ class Emulator:
         self._loop.run_forever()
 
     async def _start(self) -> None:
-        self.kmock = ReboundEmulator()
+        self.kmock = self.emulator_class()
         await self.kmock.__aenter__()
         self._server = Server(self.kmock)
         await self._server.__aenter__()
@@ -288,7 +296,7 @@ class FakeKubelet:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        started = _now()
+        started = now_stamp()
         self._pods[name] = RunningPod(name, process, log, started)
         self._report(name, "Running", {"running": {"startedAt": started}})
 
@@ -341,7 +349,7 @@ class FakeKubelet:
                                 "exitCode": code,
                                 "reason": "Completed" if code == 0 else "Error",
                                 "startedAt": running.started_at,
-                                "finishedAt": _now(),
+                                "finishedAt": now_stamp(),
                             }
                         },
                     )
