@@ -28,7 +28,7 @@ from kube_harness import Emulator
 from bench.machine import describe
 
 NS = "bench"
-CHILD_KINDS = 6
+CHILD_KINDS = 7
 
 
 def _snapshot(emulator: Emulator) -> tuple[dict[str, int], set[str]]:
@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Machine: {describe()}\n")
     print("### Operator: BallSessions created at once against the emulated API server\n")
     print(
-        "| sessions | with all 6 children | all children after (s) | create→children p50 / p95 (s) "
+        f"| sessions | with all {CHILD_KINDS} children | all children after (s) "
+        "| create→children p50 / p95 (s) "
         "| create→status p50 / p95 (s) | operator peak RSS (MB) | operator CPU (s) |"
     )
     print("|---:|---:|---:|---:|---:|---:|---:|")

@@ -61,6 +61,7 @@ class Names:
     role_binding: str
     server_pod: str
     client_pod: str
+    network_policy: str
 
     @classmethod
     def of(cls, session: str) -> Names:
@@ -72,6 +73,7 @@ class Names:
             role_binding=f"{session}-peer",
             server_pod=f"{session}-server",
             client_pod=f"{session}-client",
+            network_policy=f"{session}-peers",
         )
 
     def pod(self, role: Role) -> str:
@@ -230,6 +232,36 @@ def pod(
     }
 
 
+API_SERVER_PORTS = (443, 6443)
+"""The API server behind the `kubernetes` Service (443) or on the control plane (6443)."""
+
+
+def network_policy(owner: Owner, spec: BallSessionSpec) -> Manifest:
+    """Only this session's two peers reach each other (UDP, any port: ICE picks ephemeral
+    ones); they may reach DNS and the API server (signaling), and nothing else reaches them.
+    With iceServers the peers must reach STUN/TURN servers anywhere, so egress is open."""
+    session = {SESSION_LABEL: owner.name, "app.kubernetes.io/component": "peer"}
+    peers = [{"podSelector": {"matchLabels": session}}]
+    egress: list[dict[str, Any]] = [
+        {"to": peers, "ports": [{"protocol": "UDP"}]},
+        {"ports": [{"protocol": p, "port": 53} for p in ("UDP", "TCP")]},
+        {"ports": [{"protocol": "TCP", "port": port} for port in API_SERVER_PORTS]},
+    ]
+    if spec.ice_servers:
+        egress = [{}]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(owner, Names.of(owner.name).network_policy),
+        "spec": {
+            "podSelector": {"matchLabels": session},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"from": peers, "ports": [{"protocol": "UDP"}]}],
+            "egress": egress,
+        },
+    }
+
+
 def all_children(
     owner: Owner, spec: BallSessionSpec, *, default_image: str, pull_policy: str = "IfNotPresent"
 ) -> list[Manifest]:
@@ -239,6 +271,7 @@ def all_children(
         service_account(owner),
         role(owner),
         role_binding(owner),
+        network_policy(owner, spec),
         pod("server", owner, spec, default_image=default_image, pull_policy=pull_policy),
         pod("client", owner, spec, default_image=default_image, pull_policy=pull_policy),
     ]

@@ -53,6 +53,7 @@ class Cluster:
         self._api = api_client or client.ApiClient()
         self.core = client.CoreV1Api(self._api)
         self.rbac = client.RbacAuthorizationV1Api(self._api)
+        self.networking = client.NetworkingV1Api(self._api)
         self.custom = client.CustomObjectsApi(self._api)
 
     @property
@@ -74,6 +75,10 @@ class Cluster:
             "RoleBinding": (
                 self.rbac.create_namespaced_role_binding,
                 self.rbac.read_namespaced_role_binding,
+            ),
+            "NetworkPolicy": (
+                self.networking.create_namespaced_network_policy,
+                self.networking.read_namespaced_network_policy,
             ),
             "Pod": (self.core.create_namespaced_pod, self.core.read_namespaced_pod),
         }

@@ -103,6 +103,7 @@ class Stage:
             "v1/serviceaccounts",
             "rbac.authorization.k8s.io/v1/roles",
             "rbac.authorization.k8s.io/v1/rolebindings",
+            "networking.k8s.io/v1/networkpolicies",
         ):
             found[resource] = [
                 o
@@ -160,6 +161,7 @@ def test_a_session_succeeds_with_metrics_in_status(stage: Stage) -> None:
     children = stage.children("good")
     assert {k: len(v) for k, v in children.items()} == {
         "v1/pods": 2,
+        "networking.k8s.io/v1/networkpolicies": 1,
         "v1/configmaps": 1,
         "v1/serviceaccounts": 1,
         "rbac.authorization.k8s.io/v1/roles": 1,

@@ -9,6 +9,7 @@ from rebound_operator.children import (
     Role,
     all_children,
     configmap,
+    network_policy,
     pod,
     role,
     role_binding,
@@ -51,6 +52,7 @@ def test_every_child_is_owned_labelled_and_namespaced() -> None:
         "ServiceAccount",
         "Role",
         "RoleBinding",
+        "NetworkPolicy",
         "Pod",
         "Pod",
     ]
@@ -146,3 +148,26 @@ def test_client_args_are_accepted_by_the_client_cli() -> None:
     assert parsed.role == "answer"
     assert parsed.configmap == "demo-signaling"
     assert "--width" not in args  # the client learns everything from the SDP and the frames
+
+
+def test_network_policy_isolates_the_session_peers() -> None:
+    plain = parse_spec({})
+    policy = network_policy(OWNER, plain)
+    assert policy["metadata"]["name"] == "demo-peers"
+    spec = policy["spec"]
+    own = {"matchLabels": {SESSION_LABEL: "demo", "app.kubernetes.io/component": "peer"}}
+    assert spec["podSelector"] == own
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    assert spec["ingress"] == [{"from": [{"podSelector": own}], "ports": [{"protocol": "UDP"}]}]
+    to_peers, dns, api = spec["egress"]
+    assert to_peers == {"to": [{"podSelector": own}], "ports": [{"protocol": "UDP"}]}
+    assert {p["port"] for p in dns["ports"]} == {53}
+    assert {p["port"] for p in api["ports"]} == {443, 6443}
+    # the pods carry exactly the labels the policy selects
+    for which in ("server", "client"):
+        labels = pod(which, OWNER, plain, default_image="x")["metadata"]["labels"]  # type: ignore[arg-type]
+        assert own["matchLabels"].items() <= labels.items()
+
+
+def test_network_policy_opens_egress_for_ice_servers() -> None:
+    assert network_policy(OWNER, SPEC)["spec"]["egress"] == [{}]  # SPEC names a TURN server

@@ -30,6 +30,7 @@ CHILDREN = {
     "v1/serviceaccounts": ["peer"],
     "rbac.authorization.k8s.io/v1/roles": ["peer"],
     "rbac.authorization.k8s.io/v1/rolebindings": ["peer"],
+    "networking.k8s.io/v1/networkpolicies": ["peers"],
     "v1/pods": ["client", "server"],
 }
 T = TypeVar("T")
