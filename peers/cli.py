@@ -14,6 +14,7 @@ from typing import NoReturn
 from aiortc import RTCConfiguration, RTCIceServer
 from pydantic import TypeAdapter, ValidationError
 
+from peers import signaling
 from peers.config import IceServer
 
 EXIT_OK = 0
@@ -66,6 +67,16 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="JSON",
         help='STUN/TURN servers, e.g. \'[{"urls": ["stun:stun.example:3478"]}]\' (default: none)',
     )
+
+
+def validate_common_arguments(args: argparse.Namespace) -> None:
+    """Check the flags both peers share (signaling, timeout, ICE servers); UsageError if bad."""
+    problem = signaling.validate_arguments(args)
+    if problem:
+        raise UsageError(problem)
+    if args.connect_timeout <= 0:
+        raise UsageError(f"--connect-timeout {args.connect_timeout:g} must be > 0")
+    parse_ice_servers(args.ice_servers)
 
 
 def parse_ice_servers(text: str) -> list[IceServer]:

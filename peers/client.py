@@ -61,14 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def validate_args(args: argparse.Namespace) -> None:
     """Check every flag before any network activity."""
-    problem = signaling.validate_arguments(args)
-    if problem:
-        raise cli.UsageError(problem)
-    if args.connect_timeout <= 0:
-        raise cli.UsageError(f"--connect-timeout {args.connect_timeout:g} must be > 0")
+    cli.validate_common_arguments(args)
     if not 1 <= args.queue_size <= 1024:
         raise cli.UsageError(f"--queue-size {args.queue_size} must be between 1 and 1024")
-    cli.parse_ice_servers(args.ice_servers)
 
 
 def gui_available() -> bool:

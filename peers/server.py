@@ -95,16 +95,11 @@ def spec_from_args(args: argparse.Namespace) -> SessionSpec:
 def validate_args(args: argparse.Namespace) -> SessionSpec:
     """Check every flag up front so a bad value fails before any network activity."""
     spec = spec_from_args(args)
-    problem = signaling.validate_arguments(args)
-    if problem:
-        raise cli.UsageError(problem)
-    if args.connect_timeout <= 0:
-        raise cli.UsageError(f"--connect-timeout {args.connect_timeout:g} must be > 0")
+    cli.validate_common_arguments(args)
     if args.metrics_interval <= 0:
         raise cli.UsageError(f"--metrics-interval {args.metrics_interval:g} must be > 0")
     if args.summary_json is not None and not args.summary_json.parent.is_dir():
         raise cli.UsageError(f"--summary-json {args.summary_json}: directory does not exist")
-    cli.parse_ice_servers(args.ice_servers)
     return spec
 
 
