@@ -1,0 +1,148 @@
+"""`up` and `down` for the whole local cluster: build, control plane, process node, Rebound.
+
+`up` leaves a cluster with Rebound installed the way a user installs it
+(`kubectl apply -k manifests/overlays/local`: the operator runs as its Deployment's pod under
+its own ServiceAccount and ClusterRole). On failure it stops what it started and keeps the
+logs; `down` removes every process, network namespace, the bridge and the state folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from localcluster import build, controlplane, network
+from localcluster.controlplane import ClusterError
+from localcluster.layout import NODE_NAME, REPO, Layout
+
+OVERLAY = REPO / "manifests" / "overlays" / "local"
+OPERATOR_NAMESPACE = "rebound-system"
+Log = Callable[[str], None]
+
+
+def preflight(layout: Layout) -> str | None:
+    """Why this machine cannot run the local cluster, or None."""
+    if sys.platform != "linux":
+        return "the local cluster needs Linux (network namespaces)"
+    if os.geteuid() != 0:
+        return "the local cluster needs root (network namespaces, mounts, changing uid)"
+    missing = network.missing_tools() + [t for t in ("nsenter",) if shutil.which(t) is None]
+    if missing:
+        return f"missing tools: {', '.join(missing)} (apt-get install iproute2 util-linux)"
+    cached = all((build.bin_dir() / name).is_file() for name in build.BINARIES)
+    if not cached and shutil.which("go") is None:
+        return "Go is not installed and no built control plane is cached (needed to build it)"
+    venv_python = REPO / ".venv" / "bin" / "python"
+    if not venv_python.exists():
+        return f"{venv_python} is missing: run `make install` first"
+    return None
+
+
+def kubectl(layout: Layout, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the cluster's own kubectl (same version as the server) with the admin kubeconfig."""
+    binary = build.bin_dir() / "kubectl"
+    command = [str(binary if binary.exists() else "kubectl"), *args]
+    env = {**os.environ, "KUBECONFIG": str(layout.kubeconfig)}
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def _wait(what: str, check: Callable[[], bool], timeout: float, log_file: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(1.0)
+    raise ClusterError(f"{what} not reached after {timeout:g} s; see {log_file}")
+
+
+def start_node(layout: Layout, log: Log) -> None:
+    """Start the process node daemon and wait until its Node is Ready."""
+    python = str(REPO / ".venv" / "bin" / "python")
+    pid = controlplane.spawn(layout, "process-node", [python, "-m", "localcluster.node"])
+
+    def ready() -> bool:
+        if not controlplane.alive(pid):
+            raise ClusterError(
+                f"process-node exited during start-up; see {layout.log('process-node')}"
+            )
+        result = kubectl(layout, "get", "node", NODE_NAME, "-o", "json")
+        if result.returncode != 0:
+            return False
+        conditions = json.loads(result.stdout).get("status", {}).get("conditions") or []
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+    _wait(f"node {NODE_NAME} Ready", ready, 60, layout.log("process-node"))
+    log(f"node {NODE_NAME} Ready (pid {pid}); pods get addresses on {layout.network}")
+
+
+def install_rebound(layout: Layout, log: Log) -> None:
+    """`kubectl apply -k manifests/overlays/local`, then wait for the operator's rollout."""
+    operator_log = layout.log("process-node")
+    _wait(
+        "default ServiceAccount",
+        lambda: (
+            kubectl(layout, "get", "serviceaccount", "default", "-n", "default").returncode == 0
+        ),
+        60,
+        layout.log("kube-controller-manager"),
+    )
+    applied = kubectl(layout, "apply", "-k", str(OVERLAY))
+    if applied.returncode != 0:
+        raise ClusterError(f"kubectl apply -k {OVERLAY} failed: {applied.stderr.strip()}")
+    rollout = kubectl(
+        layout,
+        "-n",
+        OPERATOR_NAMESPACE,
+        "rollout",
+        "status",
+        "deployment/rebound-operator",
+        "--timeout=180s",
+        timeout=200,
+    )
+    if rollout.returncode != 0:
+        raise ClusterError(
+            f"the operator Deployment did not become available: {rollout.stderr.strip()}; "
+            f"see {operator_log} and `kubectl -n {OPERATOR_NAMESPACE} logs deploy/rebound-operator`"
+        )
+    log("Rebound installed (kubectl apply -k manifests/overlays/local); operator available")
+
+
+def up(layout: Layout, log: Log, *, install: bool = True) -> None:
+    """Build if needed, start everything, install Rebound. ClusterError on any failure."""
+    problem = preflight(layout)
+    if problem:
+        raise ClusterError(problem)
+    started = time.monotonic()
+    try:
+        if not all((build.bin_dir() / n).is_file() for n in build.BINARIES):
+            log(f"building Kubernetes {build.KUBERNETES_VERSION} (first time only) ...")
+        bins = build.build()
+    except build.BuildError as exc:
+        raise ClusterError(f"build: {exc}") from None
+    if controlplane.alive(controlplane.read_pid(layout, "kube-apiserver")):
+        raise ClusterError("a local cluster is already running (make cluster-down first)")
+    controlplane.stop(layout, lambda _: None)  # leftovers of an earlier failed run
+    layout.state.mkdir(parents=True, exist_ok=True)
+    try:
+        creds = controlplane.make_credentials(layout)
+        controlplane.start(layout, bins, creds, log)
+        start_node(layout, log)
+        if install:
+            install_rebound(layout, log)
+    except BaseException:
+        controlplane.stop(layout, lambda _: None)
+        raise
+    log(f"local cluster up in {time.monotonic() - started:.0f} s")
+
+
+def down(layout: Layout, log: Log) -> None:
+    """Stop everything and remove the state folder (logs included)."""
+    controlplane.stop(layout, log)
+    shutil.rmtree(layout.state, ignore_errors=True)
+    log("local cluster removed")
