@@ -105,11 +105,15 @@ def enter(spec: dict[str, Any]) -> None:
     hostname = str(spec.get("hostname", ""))[:63].encode()
     if hostname:
         _check(_libc.sethostname(hostname, len(hostname)), "sethostname")
-    for source, target, read_only in spec.get("mounts", []):
+    mounts = spec.get("mounts", [])
+    # Open every source first: a mount on /tmp must not hide a source under /tmp.
+    sources = [os.open(source, os.O_PATH) for source, _, _ in mounts]
+    for fd, (_, target, read_only) in zip(sources, mounts, strict=True):
         Path(target).mkdir(parents=True, exist_ok=True)
-        _mount(source, target, MS_BIND | MS_REC)
+        _mount(f"/proc/self/fd/{fd}", target, MS_BIND | MS_REC)
         if read_only:
             _mount(None, target, MS_BIND | MS_REMOUNT | MS_RDONLY)
+        os.close(fd)
     os.setgroups([int(g) for g in spec.get("groups", [])])
     os.setgid(int(spec["gid"]))
     os.setuid(int(spec["uid"]))
