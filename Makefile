@@ -5,10 +5,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help install test lint demo bench bench-peers bench-operator clean
+.PHONY: help install test lint demo bench bench-peers bench-operator clean \
+	cluster-up cluster-down e2e-local
 
 help:  ## list targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +37,7 @@ bench-peers:  ## detector throughput + full sessions
 bench-operator:  ## 100 BallSessions against the emulated API server
 	$(PY) -m bench.operator
 
-clean:
+clean:  ## remove the virtualenv and caches (not the control-plane binaries)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
 
 # ---- containers, kind, e2e (see docs/install.md) -------------------------------------
@@ -101,3 +102,17 @@ e2e: e2e-tools  ## kind cluster, images, deploy, e2e tests, teardown (KEEP=1 kee
 	$(MAKE) kind-up images kind-load deploy
 	REBOUND_E2E=1 $(PY) -m pytest e2e -v --ignore=e2e/test_containers.py; rc=$$?; \
 	if [ -z "$(KEEP)" ]; then $(MAKE) kind-down; fi; exit $$rc
+
+# ---- local cluster: a real control plane built from source + a process node (README) -----
+CLUSTER_BIN = $(shell $(PY) -c 'from localcluster.build import bin_dir; print(bin_dir())' 2>/dev/null)
+CLUSTER_ENV = KUBECONFIG=$(CURDIR)/.cluster/kubeconfig PATH=$(CLUSTER_BIN):$$PATH
+
+cluster-up:  ## build (first time ~7 min) + start a local control plane and process node, install Rebound (root)
+	$(PY) -m localcluster up
+
+cluster-down:  ## stop the local cluster: every process, network namespace and file
+	$(PY) -m localcluster down
+
+e2e-local:  ## the e2e suite against the local cluster (after make cluster-up)
+	@test -f .cluster/kubeconfig || { echo "make e2e-local: no local cluster (run make cluster-up)" >&2; exit 1; }
+	$(CLUSTER_ENV) REBOUND_E2E=local $(PY) -m pytest e2e -v --ignore=e2e/test_containers.py $(PYTEST_ARGS)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,17 +36,56 @@ def docker_ready() -> str | None:
     return None if info.returncode == 0 else "no Docker engine is running (start dockerd)"
 
 
+def unavailable(why: str) -> None:
+    """Skip with `why`; under CI=true a skip of the local-cluster tier is a failure."""
+    if os.environ.get("CI") == "true" and os.environ.get("REBOUND_E2E") == "local":
+        pytest.fail(f"the local-cluster tier must run in CI: {why}", pytrace=False)
+    pytest.skip(why)
+
+
 @pytest.fixture(scope="session")
 def cluster() -> None:
-    """Skip unless kind, kubectl and docker exist and a cluster with Rebound is reachable."""
-    gone = missing_tools("docker", "kind", "kubectl")
-    if gone:
-        pytest.skip(f"e2e needs {', '.join(gone)} (run `make e2e` on a machine with docker+kind)")
+    """Skip unless kubectl reaches a cluster (kind or `make cluster-up`) with Rebound."""
+    if missing_tools("kubectl"):
+        unavailable("e2e needs kubectl")
     if run("kubectl", "cluster-info", check=False, timeout=30).returncode != 0:
-        pytest.skip("no Kubernetes cluster is reachable from kubectl (run `make e2e`)")
+        unavailable(
+            "no Kubernetes cluster is reachable from kubectl "
+            "(`make cluster-up && make e2e-local`, or `make e2e` with kind)"
+        )
     crd = run("kubectl", "get", "crd", "ballsessions.rebound.dev", check=False)
     if crd.returncode != 0:
-        pytest.skip("Rebound is not installed on the cluster (run `make deploy`)")
+        unavailable("Rebound is not installed on the cluster (`make deploy`)")
+
+
+@pytest.fixture
+def sessions(request: pytest.FixtureRequest, cluster: None) -> Iterator[list[str]]:
+    """Names of the BallSessions a test creates: dumped if it fails, deleted afterwards."""
+    from helpers import NS, dump
+
+    names: list[str] = []
+    yield names
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        for name in names[:2]:
+            print(dump(name))
+    for name in names:
+        run(
+            "kubectl",
+            "-n",
+            NS,
+            "delete",
+            "ballsession",
+            name,
+            "--ignore-not-found",
+            "--wait=false",
+            check=False,
+        )
+
+
+def new_name(prefix: str = "e2e") -> str:
+    """A fresh BallSession name."""
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
 
 
 @pytest.hookimpl(hookwrapper=True)

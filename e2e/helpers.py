@@ -1,0 +1,138 @@
+"""What the cluster e2e tests share: kubectl, BallSession manifests, waits with deadlines,
+diagnostics, and reaching a pod's process on either runtime (kind or the process node).
+
+The tests target whatever `kubectl` reaches (`KUBECONFIG`): kind (`make e2e`) or the local
+cluster (`make e2e-local`). Every wait is a deadline on the resource (`kubectl wait`), never
+a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from typing import Any
+
+NS = "rebound-sessions"
+OPERATOR_NS = "rebound-system"
+KIND_NODE = "rebound-control-plane"
+
+
+def run(
+    *args: str, check: bool = True, timeout: float = 120, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a command, capturing text output."""
+    return subprocess.run(
+        args, capture_output=True, text=True, check=check, timeout=timeout, input=stdin
+    )
+
+
+def kubectl(
+    *args: str, check: bool = True, timeout: float = 120, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`kubectl ...` (the one on PATH: `make e2e-local` puts the cluster's own first)."""
+    return run("kubectl", *args, check=check, timeout=timeout, stdin=stdin)
+
+
+def kubectl_json(*args: str) -> Any:
+    """`kubectl ... -o json`, parsed."""
+    return json.loads(kubectl(*args, "-o", "json").stdout)
+
+
+def apply(manifest: str) -> subprocess.CompletedProcess[str]:
+    """`kubectl apply -f -` of a manifest; the result, never raising."""
+    return kubectl("apply", "-f", "-", check=False, timeout=60, stdin=manifest)
+
+
+def session_yaml(name: str, spec: str, namespace: str = NS) -> str:
+    """A BallSession manifest with an inline (flow-style) spec."""
+    return (
+        "apiVersion: rebound.dev/v1alpha1\nkind: BallSession\n"
+        f"metadata: {{name: {name}, namespace: {namespace}}}\nspec: {spec}\n"
+    )
+
+
+def wait_for(name: str, condition: str, timeout: int, kind: str = "ballsession") -> None:
+    """`kubectl wait --for=<condition>` on one object (CalledProcessError on timeout)."""
+    kubectl(
+        "-n",
+        NS,
+        "wait",
+        f"{kind}/{name}",
+        f"--for={condition}",
+        f"--timeout={timeout}s",
+        timeout=timeout + 30,
+    )
+
+
+def phase_is(name: str, phase: str, timeout: int) -> None:
+    """Wait until the BallSession's phase is `phase`."""
+    wait_for(name, f"jsonpath={{.status.phase}}={phase}", timeout)
+
+
+def status_of(name: str) -> dict[str, Any]:
+    """A BallSession's status."""
+    return dict(kubectl_json("-n", NS, "get", "ballsession", name).get("status") or {})
+
+
+def session_pods(name: str) -> list[dict[str, Any]]:
+    """The pods labelled with a session."""
+    return list(kubectl_json("-n", NS, "get", "pods", "-l", f"rebound.dev/session={name}")["items"])
+
+
+def dump(name: str) -> str:
+    """Operator logs, the session, events and peer logs: printed when a test fails."""
+    parts = [
+        kubectl(
+            "-n", OPERATOR_NS, "logs", "deploy/rebound-operator", "--tail=200", check=False
+        ).stdout,
+        kubectl("-n", NS, "describe", "ballsession", name, check=False).stdout,
+        kubectl("-n", NS, "get", "events", "--sort-by=.lastTimestamp", check=False).stdout,
+        kubectl("-n", NS, "get", "pods", "-o", "wide", check=False).stdout,
+    ]
+    for role in ("server", "client"):
+        parts.append(kubectl("-n", NS, "logs", f"{name}-{role}", "--tail=60", check=False).stdout)
+    return "\n---\n".join(parts)
+
+
+def process_node() -> bool:
+    """True when the cluster is the local one (its node runs pods as processes)."""
+    nodes = kubectl_json("get", "nodes")["items"]
+    return any(
+        (n["metadata"].get("labels") or {}).get("rebound.dev/process-node") == "true" for n in nodes
+    )
+
+
+def container_id(pod: dict[str, Any]) -> str:
+    """The pod's (single) container ID, e.g. `process://1234` or `containerd://abc`."""
+    statuses = (pod.get("status") or {}).get("containerStatuses") or [{}]
+    return str(statuses[0].get("containerID") or "")
+
+
+def kill_container(pod: dict[str, Any]) -> None:
+    """SIGKILL the pod's container: directly on the process node, via crictl on kind."""
+    cid = container_id(pod)
+    runtime, _, ident = cid.partition("://")
+    if runtime == "process":
+        os.kill(int(ident), signal.SIGKILL)
+    elif runtime == "containerd":
+        run("docker", "exec", KIND_NODE, "crictl", "stop", "--timeout", "0", ident)
+    else:
+        raise AssertionError(f"cannot kill container {cid!r}")
+
+
+def process_alive(cid: str) -> bool:
+    """On the process node: is the container's process still running?"""
+    runtime, _, ident = cid.partition("://")
+    if runtime != "process":
+        raise ValueError(cid)
+    try:
+        os.kill(int(ident), 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{ident}/stat") as stat:
+            return stat.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return False

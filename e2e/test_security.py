@@ -1,0 +1,139 @@
+"""What only a real API server can show: each peer's ServiceAccount reaches its own signaling
+ConfigMap and nothing else (RBAC with resourceNames), PodSecurity `restricted` is enforced in
+the session namespace, and the install is GitOps-clean (server-side apply, empty diff)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import new_name
+from helpers import NS, apply, kubectl, phase_is, process_node, session_yaml
+
+pytestmark = pytest.mark.usefixtures("cluster")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def can_i(account: str, verb: str, resource: str, name: str = "") -> bool:
+    target = f"{resource}/{name}" if name else resource
+    result = kubectl(
+        "auth",
+        "can-i",
+        verb,
+        target,
+        "-n",
+        NS,
+        f"--as=system:serviceaccount:{NS}:{account}",
+        check=False,
+    )
+    return result.stdout.strip() == "yes"
+
+
+@pytest.fixture(scope="module")
+def running_sessions(cluster: None) -> Iterator[tuple[str, str]]:
+    """Two running sessions, so one's peers can be tried against the other's objects."""
+    names = (new_name("rbac"), new_name("rbac"))
+    for name in names:
+        spec = "{frames: 0, durationSeconds: 0, activeDeadlineSeconds: 0}"
+        assert apply(session_yaml(name, spec)).returncode == 0
+    for name in names:
+        phase_is(name, "Connected", 240)
+    yield names
+    for name in names:
+        kubectl("-n", NS, "delete", "ballsession", name, "--wait=false", check=False)
+
+
+def as_token(account: str, *args: str) -> tuple[int, str]:
+    """Run kubectl with a real token of `account` (TokenRequest), nothing else."""
+    token = kubectl("-n", NS, "create", "token", account, "--duration=10m").stdout.strip()
+    view = json.loads(kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
+    cluster = view["clusters"][0]["cluster"]
+    with tempfile.TemporaryDirectory() as folder:
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "c", "cluster": cluster}],
+            "users": [{"name": "u", "user": {"token": token}}],
+            "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u", "namespace": NS}}],
+            "current-context": "x",
+        }
+        path = Path(folder) / "kubeconfig"
+        path.write_text(json.dumps(config))
+        result = kubectl("--kubeconfig", str(path), *args, check=False)
+    return result.returncode, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(("role", "other"), [("server", "client"), ("client", "server")])
+def test_a_peer_reaches_its_own_configmap_and_nothing_else(
+    running_sessions: tuple[str, str], role: str, other: str
+) -> None:
+    mine, theirs = running_sessions
+    account = f"{mine}-{role}"
+    own, peer = f"{mine}-{role}-signaling", f"{mine}-{other}-signaling"
+    for verb in ("get", "watch", "patch"):
+        assert can_i(account, verb, "configmaps", own), f"{account} cannot {verb} {own}"
+    for verb in ("get", "watch"):
+        assert can_i(account, verb, "configmaps", peer), f"{account} cannot {verb} {peer}"
+    assert not can_i(account, "patch", "configmaps", peer), "a peer can forge the other's data"
+    assert not can_i(account, "update", "configmaps", own)
+    assert not can_i(account, "get", "configmaps", f"{theirs}-{role}-signaling")
+    assert not can_i(account, "list", "configmaps")
+    assert not can_i(account, "get", "secrets")
+    assert not can_i(account, "create", "pods")
+
+    code, out = as_token(account, "get", "configmap", own, "-o", "name")
+    assert code == 0, out
+    code, out = as_token(account, "get", "configmap", f"{theirs}-{role}-signaling")
+    assert code != 0 and "forbidden" in out.lower()
+    code, out = as_token(account, "get", "configmaps")
+    assert code != 0 and "forbidden" in out.lower()
+    code, out = as_token(account, "get", "secrets")
+    assert code != 0 and "forbidden" in out.lower()
+    code, out = as_token(
+        account, "patch", "configmap", peer, "--type", "merge", "-p", '{"data":{"x":"y"}}'
+    )
+    assert code != 0 and "forbidden" in out.lower()
+
+
+def test_restricted_pod_security_is_enforced_where_sessions_run(
+    running_sessions: tuple[str, str],
+) -> None:
+    labels = json.loads(kubectl("get", "namespace", NS, "-o", "json").stdout)["metadata"]["labels"]
+    assert labels.get("pod-security.kubernetes.io/enforce") == "restricted"
+    # Allowed by `baseline`, refused by `restricted`: no runAsNonRoot, no seccomp profile,
+    # capabilities not dropped, privilege escalation not disabled.
+    loose = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": new_name("loose"), "namespace": NS},
+        "spec": {"containers": [{"name": "c", "image": "rebound-peer:0.1.0"}]},
+    }
+    refused = kubectl("apply", "-f", "-", check=False, stdin=json.dumps(loose))
+    assert refused.returncode != 0
+    assert 'violates PodSecurity "restricted' in refused.stderr
+    peers = kubectl(
+        "-n", NS, "get", "pods", "-l", f"rebound.dev/session={running_sessions[0]}", "-o", "name"
+    ).stdout.split()
+    assert len(peers) == 2  # the operator's peer pods were admitted
+
+
+def test_server_side_apply_twice_then_diff_shows_nothing() -> None:
+    overlay = REPO / "manifests" / "overlays" / ("local" if process_node() else "kind")
+    for _ in range(2):
+        applied = kubectl(
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=rebound-gitops",
+            "-k",
+            str(overlay),
+            check=False,
+        )
+        assert applied.returncode == 0, applied.stderr
+    diff = kubectl(
+        "diff", "--server-side", "--field-manager=rebound-gitops", "-k", str(overlay), check=False
+    )
+    assert diff.returncode == 0 and not diff.stdout.strip(), diff.stdout + diff.stderr
