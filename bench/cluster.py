@@ -1,0 +1,266 @@
+"""The operator against a real API server: the local cluster of `make cluster-up`.
+
+The operator is the Deployment's pod (a process on the process node), so its RSS and CPU are
+read from its process. Two measurements:
+- `sessions`: N BallSessions created at once while the node is cordoned (their peer pods stay
+  Pending, so only the operator and the API server work): time from each creation to its
+  peer pods existing (the last children it creates) and to its first status.
+- `noise`: the operator's RSS idle, then after U unrelated Pods and U unrelated ConfigMaps
+  appear in another namespace (pods bound to a parking Node nothing runs). With
+  label-selected watches the operator never receives them.
+Prints Markdown rows; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import psutil
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from localcluster.layout import NODE_NAME, Layout
+
+BENCH_NS = "rebound-bench"
+NOISE_NS = "rebound-noise"
+PARKING_NODE = "bench-parking"
+GROUP, VERSION, PLURAL = "rebound.dev", "v1alpha1", "ballsessions"
+
+
+@dataclass
+class Api:
+    """The clients the benchmark uses (admin credentials of the local cluster)."""
+
+    core: client.CoreV1Api
+    custom: client.CustomObjectsApi
+
+
+def connect(layout: Layout) -> Api:
+    """Clients from the local cluster's admin kubeconfig, with room for many threads."""
+    configuration = client.Configuration()
+    config.load_kube_config(str(layout.kubeconfig), client_configuration=configuration)  # type: ignore[no-untyped-call]
+    configuration.connection_pool_maxsize = 32
+    api = client.ApiClient(configuration)
+    return Api(client.CoreV1Api(api), client.CustomObjectsApi(api))
+
+
+def operator_process(api: Api) -> psutil.Process:
+    """The operator pod's process (its containerID is `process://<pid>` on this node)."""
+    pods = json.loads(
+        api.core.list_namespaced_pod(
+            "rebound-system",
+            label_selector="app.kubernetes.io/name=rebound-operator",
+            _preload_content=False,
+        ).data
+    )["items"]
+    running = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"]
+    if len(running) != 1:
+        raise RuntimeError(f"expected one running operator pod, found {len(running)}")
+    cid = running[0]["status"]["containerStatuses"][0]["containerID"]
+    return psutil.Process(int(cid.split("://", 1)[1]))
+
+
+def cpu_s(process: psutil.Process) -> float:
+    """User + system CPU seconds of a process."""
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+def ensure_namespace(api: Api, name: str) -> None:
+    """Create a namespace (restricted Pod Security) if missing."""
+    body: Any = {
+        "metadata": {
+            "name": name,
+            "labels": {"pod-security.kubernetes.io/enforce": "restricted"},
+        }
+    }
+    with contextlib.suppress(ApiException):
+        api.core.create_namespace(body)
+
+
+def delete_namespace(api: Api, name: str, timeout: float = 300) -> None:
+    """Delete a namespace and wait until it is gone (its pods at once: grace 0, since pods
+    bound to the parking node have no kubelet to confirm a graceful stop)."""
+    with contextlib.suppress(ApiException):
+        api.core.delete_collection_namespaced_pod(name, grace_period_seconds=0)
+        api.core.delete_collection_namespaced_config_map(name)
+    with contextlib.suppress(ApiException):
+        api.core.delete_namespace(name)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            api.core.read_namespace(name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return
+        time.sleep(1)
+
+
+@contextlib.contextmanager
+def cordoned(api: Api) -> Iterator[None]:
+    """The process node takes no new pods meanwhile."""
+    body: Any = {"spec": {"unschedulable": True}}
+    api.core.patch_node(NODE_NAME, body)
+    try:
+        yield
+    finally:
+        api.core.patch_node(NODE_NAME, {"spec": {"unschedulable": None}})  # type: ignore[arg-type]
+
+
+def parallel(work: Callable[[int], Any], count: int, threads: int = 16) -> list[Any]:
+    """Run work(i) for i in range(count) on a thread pool."""
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(work, range(count)))
+
+
+def sessions(api: Api, count: int, timeout: float = 300) -> dict[str, Any]:
+    """Create `count` BallSessions at once; latency to their pods and first status."""
+    operator = operator_process(api)
+    ensure_namespace(api, BENCH_NS)
+    names = [f"s{i:03d}" for i in range(count)]
+    peak_rss = 0
+    with cordoned(api):
+        cpu_before = cpu_s(operator)
+
+        def create(i: int) -> float:
+            body = {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "BallSession",
+                "metadata": {"name": names[i], "namespace": BENCH_NS},
+                "spec": {},
+            }
+            api.custom.create_namespaced_custom_object(GROUP, VERSION, BENCH_NS, PLURAL, body)
+            return time.monotonic()
+
+        start = time.monotonic()
+        created = dict(zip(names, parallel(create, count), strict=True))
+        pods_at: dict[str, float] = {}
+        status_at: dict[str, float] = {}
+        deadline = start + timeout
+        while time.monotonic() < deadline and (len(pods_at) < count or len(status_at) < count):
+            pods = json.loads(api.core.list_namespaced_pod(BENCH_NS, _preload_content=False).data)[
+                "items"
+            ]
+            per_session: dict[str, int] = {}
+            for pod in pods:
+                session = (pod["metadata"].get("labels") or {}).get("rebound.dev/session")
+                if session:
+                    per_session[session] = per_session.get(session, 0) + 1
+            listing = json.loads(
+                api.custom.list_namespaced_custom_object(
+                    GROUP, VERSION, BENCH_NS, PLURAL, _preload_content=False
+                ).data
+            )["items"]
+            now = time.monotonic()
+            for item in listing:
+                name = item["metadata"]["name"]
+                if name not in status_at and (item.get("status") or {}).get("phase"):
+                    status_at[name] = now
+            for name, pod_count in per_session.items():
+                if name not in pods_at and pod_count >= 2:
+                    pods_at[name] = now
+            peak_rss = max(peak_rss, operator.memory_info().rss)
+            time.sleep(0.25)
+        operator_cpu = cpu_s(operator) - cpu_before
+        delete_namespace(api, BENCH_NS)
+    to_pods = [pods_at[n] - created[n] for n in pods_at]
+    to_status = [status_at[n] - created[n] for n in status_at]
+
+    def pct(values: list[float], q: float) -> float | None:
+        return float(np.percentile(values, q)) if values else None
+
+    return {
+        "sessions": count,
+        "with_children": len(pods_at),
+        "all_children_s": (max(pods_at.values()) - start) if pods_at else None,
+        "children_p50": pct(to_pods, 50),
+        "children_p95": pct(to_pods, 95),
+        "status_p50": pct(to_status, 50),
+        "status_p95": pct(to_status, 95),
+        "rss_mb": peak_rss / 2**20,
+        "operator_cpu_s": operator_cpu,
+    }
+
+
+def _parking_node(api: Api) -> None:
+    body: Any = {
+        "metadata": {"name": PARKING_NODE, "labels": {"rebound.dev/bench": "parking"}},
+        "spec": {"unschedulable": True},
+    }
+    with contextlib.suppress(ApiException):
+        api.core.create_node(body)
+
+
+def _noise_pod(i: int) -> dict[str, Any]:
+    return {
+        "metadata": {"name": f"web-{i:05d}", "labels": {"app": "web", "tier": "frontend"}},
+        "spec": {
+            "nodeName": PARKING_NODE,
+            "tolerations": [{"operator": "Exists"}],
+            "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [
+                {
+                    "name": "web",
+                    "image": "registry.example/web:1.0",
+                    "args": ["--port", "8080", "--workers", "4"],
+                    "env": [{"name": "MODE", "value": "production"}],
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                }
+            ],
+        },
+    }
+
+
+def _noise_configmap(i: int) -> dict[str, Any]:
+    return {
+        "metadata": {"name": f"settings-{i:05d}", "labels": {"app": "web"}},
+        "data": {"config.yaml": "listen: 8080\nworkers: 4\n" + "# padding\n" * 20},
+    }
+
+
+def noise(api: Api, unrelated: int, settle_s: float = 30) -> dict[str, Any]:
+    """Operator RSS idle vs. with `unrelated` Pods and ConfigMaps it does not own."""
+    operator = operator_process(api)
+    time.sleep(5)
+    idle = operator.memory_info().rss
+    ensure_namespace(api, NOISE_NS)
+    _parking_node(api)
+    start = time.monotonic()
+    parallel(
+        lambda i: api.core.create_namespaced_pod(NOISE_NS, _noise_pod(i), _preload_content=False),
+        unrelated,
+    )  # type: ignore[arg-type]
+    parallel(
+        lambda i: api.core.create_namespaced_config_map(
+            NOISE_NS, _noise_configmap(i), _preload_content=False
+        ),
+        unrelated,
+    )  # type: ignore[arg-type]
+    created_s = time.monotonic() - start
+    peak = idle
+    settle_end = time.monotonic() + settle_s
+    while time.monotonic() < settle_end:
+        peak = max(peak, operator.memory_info().rss)
+        time.sleep(0.5)
+    after = operator.memory_info().rss
+    delete_namespace(api, NOISE_NS, timeout=600)
+    with contextlib.suppress(ApiException):
+        api.core.delete_node(PARKING_NODE)
+    return {
+        "unrelated": unrelated,
+        "idle_mb": idle / 2**20,
+        "after_mb": after / 2**20,
+        "peak_mb": peak / 2**20,
+        "added_mb": (peak - idle) / 2**20,
+        "create_s": created_s,
+    }
