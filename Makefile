@@ -5,18 +5,43 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help install test lint demo bench bench-peers bench-operator clean \
+.PHONY: help install lock test lint demo bench bench-peers bench-operator clean \
 	cluster-up cluster-down e2e-local
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
 
+# pip-tools resolves each extra of pyproject.toml (plus requirements/build.in) with hashes;
+# peer and operator under test.txt's pins, so a package has one version everywhere.
+LOCK_DIR := requirements
+LOCK_VENV := build/lock-venv
+PIP_TOOLS_VERSION ?= 7.6.2
+UPGRADE ?=
+LOCK_FLAGS = --quiet --generate-hashes --strip-extras --no-emit-find-links \
+	--unsafe-package rebound $(if $(UPGRADE),--upgrade)
+
 $(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 
-install: $(PY)  ## create .venv and install the project (editable) with test extras
-	$(PY) -m pip install --quiet -e '.[test]'
+# Every dependency (pip and setuptools too) comes from the hash-checked lock; the project
+# itself is installed without dependencies or build isolation, so nothing unpinned is fetched.
+install: $(PY)  ## create .venv and install the project (editable) with the pinned test extras
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r $(LOCK_DIR)/test.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
+
+lock:  ## re-pin requirements/*.txt (hashed) from pyproject.toml; UPGRADE=1 takes the newest releases
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install --quiet pip-tools==$(PIP_TOOLS_VERSION)
+	cd $(LOCK_DIR) && for extra in test peer operator; do \
+		if [ $$extra = test ]; then constraint=; else constraint="-c test.txt"; fi; \
+		env -u PIP_FIND_LINKS CUSTOM_COMPILE_COMMAND="make lock" ../$(LOCK_VENV)/bin/pip-compile $(LOCK_FLAGS) --extra $$extra \
+			$$constraint -o $$extra.txt ../pyproject.toml build.in 2>../$(LOCK_VENV)/pip-compile.log \
+			|| { tail -20 ../$(LOCK_VENV)/pip-compile.log >&2; exit 1; }; \
+	done
+	rm -rf $(LOCK_VENV)
+	@grep -cE '^[a-z0-9]' $(LOCK_DIR)/{test,peer,operator}.txt
 
 test:  ## run the test suite (the README's test command)
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -57,11 +82,14 @@ KEEP ?=
 base-image:  ## local Debian base image (debootstrap + docker import) for registry-less machines
 	scripts/base-image.sh rebound-base:bookworm
 
+# PIP_CA_BUNDLE is copied into the build context for the builder stage only (see
+# docker/install.sh) and removed again however the build ends; the images never contain it.
 define build_image
-	@if [ -n "$(PIP_CA_BUNDLE)" ]; then cp "$(PIP_CA_BUNDLE)" docker/ca/extra-ca.pem; fi
+	@set -e; trap 'rm -f docker/ca/extra-ca.pem' EXIT; \
+	if [ -n "$(PIP_CA_BUNDLE)" ]; then cp "$(PIP_CA_BUNDLE)" docker/ca/extra-ca.pem; fi; \
+	echo "docker build -f $(1) -t $(2) --build-arg BASE_IMAGE=$(BASE_IMAGE)"; \
 	docker build -f $(1) -t $(2) --build-arg BASE_IMAGE=$(BASE_IMAGE) \
 		$(if $(PIP_CA_BUNDLE),--build-arg PIP_CA_BUNDLE=extra-ca.pem) .
-	@rm -f docker/ca/extra-ca.pem
 endef
 
 image-peer:
@@ -73,8 +101,9 @@ image-operator:
 images: image-peer image-operator  ## build both images (BASE_IMAGE=..., PIP_CA_BUNDLE=...)
 	@docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '^rebound-(peer|operator):'
 
-container-test:  ## a full session in two containers over a docker network (needs `make images`)
-	PEER_IMAGE=$(PEER_IMAGE) $(PY) -m pytest e2e/test_containers.py -v
+container-test:  ## the images for real: operator container + peer containers on the emulator (needs `make images`)
+	PEER_IMAGE=$(PEER_IMAGE) OPERATOR_IMAGE=$(OPERATOR_IMAGE) PIP_CA_BUNDLE=$(PIP_CA_BUNDLE) \
+		$(PY) -m pytest e2e/test_containers.py -v
 
 e2e-tools:
 	@for tool in docker $(KIND) $(KUBECTL); do \

@@ -6,11 +6,17 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+TESTS = Path(__file__).resolve().parents[1] / "tests"
+if str(TESTS) not in sys.path:
+    sys.path.append(str(TESTS))  # the emulator harness (kube_harness) and lockfile helpers
 
 
 def missing_tools(*tools: str) -> list[str]:

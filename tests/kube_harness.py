@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import kmock
 import yaml
@@ -105,8 +105,10 @@ class Emulator:
 
     emulator_class: type[ReboundEmulator] = ReboundEmulator
 
-    def __init__(self, namespace: str = "rebound-test") -> None:
+    def __init__(self, namespace: str = "rebound-test", host: str = "127.0.0.1") -> None:
         self.namespace = namespace
+        self.host = host
+        """The address it listens on (e.g. a docker network's gateway, for containers)."""
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kmock", daemon=True)
@@ -125,7 +127,7 @@ class Emulator:
     async def _start(self) -> None:
         self.kmock = self.emulator_class()
         await self.kmock.__aenter__()
-        self._server = Server(self.kmock)
+        self._server = Server(self.kmock, host=self.host)
         await self._server.__aenter__()
         self.kmock.resources.load_bundled()
         self.kmock.resources[SESSIONS] = ResourceInfo(
@@ -282,23 +284,28 @@ class FakeKubelet:
 
     def _launch(self, pod: dict[str, Any]) -> None:
         name = pod["metadata"]["name"]
+        log = self.logs / f"{name}.log"
+        with log.open("wb") as out:
+            process = self._spawn(pod, out)
+        started = now_stamp()
+        self._pods[name] = RunningPod(name, process, log, started)
+        self._report(name, "Running", {"running": {"startedAt": started}})
+
+    def _spawn(self, pod: dict[str, Any], out: IO[bytes]) -> subprocess.Popen[bytes]:
+        """Start the pod's container as a local process writing to `out`; its exit is the
+        container's. (The hook a container-backed kubelet overrides.)"""
         container = pod["spec"]["containers"][0]
         command = list(container.get("command") or []) + list(container.get("args") or [])
         if command and command[0] in ("python", "python3"):
             command[0] = sys.executable
-        log = self.logs / f"{name}.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                command,
-                cwd=REPO,
-                env=self._env(container, pod),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        started = now_stamp()
-        self._pods[name] = RunningPod(name, process, log, started)
-        self._report(name, "Running", {"running": {"startedAt": started}})
+        return subprocess.Popen(
+            command,
+            cwd=REPO,
+            env=self._env(container, pod),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def _report(self, name: str, phase: str, state: dict[str, Any]) -> None:
         status = {
