@@ -67,23 +67,47 @@ def now_stamp() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class ReboundEmulator(KubernetesEmulator):
-    """The emulator plus the metadata a real API server fills in on create.
+@dataclass(frozen=True)
+class Seen:
+    """One request, as `ReboundEmulator.history` remembers it (no body)."""
 
-    By default resourceVersion is set once and not bumped on updates, and kmock's request
+    action: Any
+    resource: Any
+    namespace: str | None
+    name: str | None
+    params: dict[str, str]
+
+
+class ReboundEmulator(KubernetesEmulator):
+    """The emulator plus the metadata a real API server fills in on create, and the
+    generation bump on spec writes.
+
+    By default resourceVersion is set once and not bumped on updates. kmock's own request
     log is trimmed (it matches each new request by scanning the whole log, so long runs slow
-    down quadratically). Subclasses that assert on the request log or want every write to be
-    a new version (so kopf can tell stale watch events) flip the two class attributes.
+    down quadratically); `history` keeps a light record of every request instead (action,
+    resource, namespace, name, query), for tests that assert on what was asked. Subclasses
+    that want every write to be a new version (so kopf can tell stale watch events) flip
+    `bump_versions`.
     """
 
     bump_versions = False
     request_log_limit: int | None = 64
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.history: list[Seen] = []
 
     async def _handle(self, request: kmock.Request) -> Any:
         limit = self.request_log_limit
         if limit is not None and len(self._requests) > limit:
             del self._requests[: len(self._requests) - limit // 2]
         data = request.data
+        name = request.name
+        if name is None and isinstance(data, dict):
+            name = (data.get("metadata") or {}).get("name")
+        self.history.append(
+            Seen(request.action, request.resource, request.namespace, name, dict(request.params))
+        )
         if request.resource is not None and isinstance(data, dict):
             meta = data.setdefault("metadata", {})
             if request.action == kmock.action.CREATE:
@@ -95,9 +119,24 @@ class ReboundEmulator(KubernetesEmulator):
                 meta.setdefault("resourceVersion", str(next(_versions)))
                 if request.namespace and not meta.get("namespace"):
                     meta["namespace"] = request.namespace
-            elif self.bump_versions and request.action == kmock.action.UPDATE:
-                meta["resourceVersion"] = str(next(_versions))
+            elif request.action == kmock.action.UPDATE:
+                if self.bump_versions:
+                    meta["resourceVersion"] = str(next(_versions))
+                if "spec" in data and request.subresource is None:
+                    generation = self._generation(request)
+                    if generation is not None:
+                        meta["generation"] = generation + 1
         return await super()._handle(request)
+
+    def _generation(self, request: kmock.Request) -> int | None:
+        """The stored generation of the object a spec write goes to (the API server bumps
+        it on every spec change; kmock does not)."""
+        key = (request.resource, request.namespace, request.name)
+        if key not in self._objects or self._objects[key].deleted:
+            return None
+        stored = self._objects[key]
+        generation = (stored.get("metadata") or {}).get("generation")
+        return generation if isinstance(generation, int) else None
 
 
 class Emulator:
@@ -412,7 +451,7 @@ class GarbageCollector:
                 meta = obj.get("metadata") or {}
                 owners = meta.get("ownerReferences") or []
                 if owners and not any(ref.get("uid") in uids for ref in owners):
-                    url = self.emulator.url + _object_path(resource, meta)
+                    url = self.emulator.url + object_path(resource, meta)
                     with contextlib.suppress(OSError):
                         urllib.request.urlopen(
                             urllib.request.Request(url, method="DELETE"), timeout=5
@@ -424,7 +463,8 @@ class GarbageCollector:
         self._thread.join(5)
 
 
-def _object_path(ref: kmock.resource, meta: dict[str, Any]) -> str:
+def object_path(ref: kmock.resource, meta: dict[str, Any]) -> str:
+    """The API path of one namespaced object."""
     prefix = f"/api/{ref.version}" if not ref.group else f"/apis/{ref.group}/{ref.version}"
     return f"{prefix}/namespaces/{meta['namespace']}/{ref.plural}/{meta['name']}"
 
