@@ -6,15 +6,18 @@ patches naively and validates nothing; the CRD schema is tested separately. This
 adds what a real cluster would do around it:
 - `ReboundEmulator` fills metadata the API server would (uid, namespace, creationTimestamp,
   resourceVersion, generation) so owner references and watches behave;
-- `FakeKubelet` runs each Pod as a local process (command, args and env from the Pod spec;
-  `python` is this interpreter) and reports phase, start and exit code back;
+- `FakeKubelet` runs each Pod as a local process (command, args and env from the Pod spec,
+  `secretKeyRef` env read from the Secret; `python` is this interpreter) and reports phase,
+  start and exit code back, or `CreateContainerConfigError` for a missing Secret or key;
 - `GarbageCollector` deletes objects whose owner (by ownerReferences uid) is gone, as the
-  Kubernetes garbage collector does; the emulator has none.
+  Kubernetes garbage collector does (the emulator has none); it can be held back, as a busy
+  collector or pods in their grace period would.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime
 import itertools
@@ -270,11 +273,16 @@ class Emulator:
         self._thread.join(10)
 
 
+class ConfigError(Exception):
+    """A pod's env cannot be built (a missing Secret or key), as the kubelet reports it."""
+
+
 @dataclass
 class RunningPod:
     """A Pod the fake kubelet is running as a local process."""
 
     name: str
+    uid: str
     process: subprocess.Popen[bytes]
     log: Path
     started_at: str
@@ -292,6 +300,7 @@ class FakeKubelet:
     hold: set[str] = field(default_factory=set)
     """Pod names never started (left Pending), to simulate a pod that cannot start."""
     _pods: dict[str, RunningPod] = field(default_factory=dict)
+    _waiting: dict[str, str] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -304,14 +313,33 @@ class FakeKubelet:
         self._thread.start()
         return self
 
+    def _secret_value(self, namespace: str, ref: dict[str, Any]) -> str:
+        """A secretKeyRef's value, or ConfigError with the kubelet's message."""
+        try:
+            secret = self.core.read_namespaced_secret(ref.get("name", ""), namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise ConfigError(f'secret "{ref.get("name")}" not found') from None
+            raise
+        data = secret.data or {}
+        if ref.get("key") not in data:
+            raise ConfigError(
+                f"couldn't find key {ref.get('key')} in Secret {namespace}/{ref.get('name')}"
+            )
+        return base64.b64decode(data[ref["key"]]).decode()
+
     def _env(self, container: dict[str, Any], pod: dict[str, Any]) -> dict[str, str]:
+        """The container's environment; ConfigError as the kubelet's CreateContainerConfigError."""
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONPATH": str(REPO)}
+        meta = pod["metadata"]
         for item in container.get("env") or []:
             if "value" in item:
                 env[item["name"]] = str(item["value"])
+            elif "secretKeyRef" in (item.get("valueFrom") or {}):
+                ref = item["valueFrom"]["secretKeyRef"]
+                env[item["name"]] = self._secret_value(meta["namespace"], ref)
             elif "valueFrom" in item:
                 path = item["valueFrom"].get("fieldRef", {}).get("fieldPath", "")
-                meta = pod["metadata"]
                 env[item["name"]] = {
                     "metadata.name": meta["name"],
                     "metadata.namespace": meta["namespace"],
@@ -322,6 +350,15 @@ class FakeKubelet:
     def _launch(self, pod: dict[str, Any]) -> None:
         name = pod["metadata"]["name"]
         container = pod["spec"]["containers"][0]
+        try:
+            env = self._env(container, pod)
+        except ConfigError as exc:
+            if self._waiting.get(name) != str(exc):
+                self._waiting[name] = str(exc)
+                waiting = {"reason": "CreateContainerConfigError", "message": str(exc)}
+                self._report(name, "Pending", {"waiting": waiting})
+            return
+        self._waiting.pop(name, None)
         command = list(container.get("command") or []) + list(container.get("args") or [])
         if command and command[0] in ("python", "python3"):
             command[0] = sys.executable
@@ -330,13 +367,13 @@ class FakeKubelet:
             process = subprocess.Popen(
                 command,
                 cwd=REPO,
-                env=self._env(container, pod),
+                env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         started = now_stamp()
-        self._pods[name] = RunningPod(name, process, log, started)
+        self._pods[name] = RunningPod(name, pod["metadata"].get("uid", ""), process, log, started)
         self._report(name, "Running", {"running": {"startedAt": started}})
 
     def _report(self, name: str, phase: str, state: dict[str, Any]) -> None:
@@ -369,6 +406,10 @@ class FakeKubelet:
                 raw = self.core.api_client.sanitize_for_serialization(pod)
                 name = raw["metadata"]["name"]
                 present.add(name)
+                previous = self._pods.get(name)
+                if previous is not None and previous.uid != raw["metadata"].get("uid", ""):
+                    self._terminate(previous)  # a new pod of the same name replaced it
+                    del self._pods[name]
                 pending = (raw.get("status") or {}).get("phase") in (None, "Pending")
                 if name not in self._pods and name not in self.hold and pending:
                     self._launch(raw)
@@ -437,11 +478,24 @@ class GarbageCollector:
     def __init__(self, emulator: Emulator) -> None:
         self.emulator = emulator
         self._stop = threading.Event()
+        self._held = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="fake-gc", daemon=True)
         self._thread.start()
 
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Collect nothing meanwhile (a busy garbage collector, or pods in their grace period
+        keeping their names)."""
+        self._held.set()
+        try:
+            yield
+        finally:
+            self._held.clear()
+
     def _loop(self) -> None:
         while not self._stop.wait(0.3):
+            if self._held.is_set():
+                continue
             try:
                 objects = self.emulator.all_objects()
             except Exception:
@@ -481,12 +535,14 @@ def wait_for(predicate: Any, timeout: float, interval: float = 0.2, what: str = 
 
 
 @contextlib.contextmanager
-def cluster(tmp: Path, namespace: str = "rebound-test") -> Iterator[tuple[Emulator, Path]]:
+def cluster(
+    tmp: Path, namespace: str = "rebound-test"
+) -> Iterator[tuple[Emulator, Path, GarbageCollector]]:
     """An emulator + kubeconfig + GC for the duration of a test."""
     emulator = Emulator(namespace)
     gc = GarbageCollector(emulator)
     try:
-        yield emulator, emulator.write_kubeconfig(tmp / "kubeconfig")
+        yield emulator, emulator.write_kubeconfig(tmp / "kubeconfig"), gc
     finally:
         gc.stop()
         emulator.close()
