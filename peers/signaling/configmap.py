@@ -22,6 +22,7 @@ import threading
 import time
 from typing import Any, cast
 
+from aiortc import RTCSessionDescription
 from aiortc.contrib.signaling import object_from_string, object_to_string
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
@@ -30,6 +31,8 @@ from urllib3.exceptions import HTTPError
 from peers.signaling.base import BYE, Role, SignalingError, SignalingMessage
 
 WATCH_READ_TIMEOUT_S = 5.0
+MAX_DESCRIPTION = 256 * 1024
+"""Characters of an offer/answer accepted from the other peer (a real SDP is a few kB)."""
 RETRY_BACKOFF_S = (0.2, 0.5, 1.0, 2.0)
 _WANTED: dict[Role, str] = {"offer": "answer", "answer": "offer"}
 _MINE: dict[Role, str] = {"offer": "offer", "answer": "answer"}
@@ -205,10 +208,19 @@ class ConfigMapSignaling:
         text = await future
         if text is None:
             return None
+        if len(text) > MAX_DESCRIPTION:
+            raise SignalingError(
+                f"malformed {key} in {self.peer_where}: {len(text)} characters "
+                f"(at most {MAX_DESCRIPTION})"
+            )
         try:
-            return object_from_string(text)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise SignalingError(f"malformed {key} in {self.peer_where}: {exc}") from None
+            message = object_from_string(text)
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+            why = str(exc)[:200] or type(exc).__name__
+            raise SignalingError(f"malformed {key} in {self.peer_where}: {why}") from None
+        if not isinstance(message, RTCSessionDescription) or message.type != key:
+            raise SignalingError(f"malformed {key} in {self.peer_where}: not an SDP {key}")
+        return message
 
     async def publish_metrics(self, metrics: dict[str, Any], *, final: bool) -> None:
         """Write `metrics` (and `summary` when final) as JSON for the operator."""

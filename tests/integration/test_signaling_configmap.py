@@ -160,3 +160,25 @@ def test_configmap_signaling_needs_both_configmaps(flags: list[str], problem: st
     args = parser.parse_args(["--signaling", "configmap", *flags])
     found = signaling.validate_arguments(args)
     assert found == problem if problem is None else (found is not None and problem in found)
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("[" * 300_000, r"characters \(at most"),
+        ("[" * 100_000, "malformed offer"),
+        ("[" * 5000, "malformed offer"),
+        ('{"type": "answer", "sdp": "v=0"}', "not an SDP offer"),
+        ('{"type": "candidate"}', "malformed offer"),
+        ("[]", "malformed offer"),
+    ],
+)
+async def test_a_hostile_description_is_a_clear_error(
+    emulator: Emulator, value: str, problem: str
+) -> None:
+    session = f"h{abs(hash(value)) % 10**8}"
+    make_pair(emulator, session, server={"offer": value})
+    _, peer = pair(emulator, session)
+    with pytest.raises(SignalingError, match=problem):
+        await asyncio.wait_for(peer.receive(), 15)
+    await peer.close()
