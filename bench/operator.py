@@ -1,7 +1,7 @@
 """`make bench-operator`: 100 BallSessions created at once against the emulated API server.
 
 The real operator (a `python -m rebound_operator` process) reconciles them; no kubelet runs,
-so the pods stay Pending. Measures: time until every session has all six children and a
+so the pods stay Pending. Measures: time until every session has all its children and a
 status, per-session latency from creation to children / to first status, and the operator's
 peak RSS. Prints a Markdown table; asserts nothing.
 """
@@ -28,7 +28,9 @@ from kube_harness import Emulator
 from bench.machine import describe
 
 NS = "bench"
-CHILD_KINDS = 7
+CHILD_KINDS = 11
+"""Children per session: 2 ConfigMaps, 2 ServiceAccounts, 2 Roles, 2 RoleBindings, 1
+NetworkPolicy, 2 Pods."""
 
 
 def _snapshot(emulator: Emulator) -> tuple[dict[str, int], set[str]]:

@@ -87,7 +87,9 @@ class DockerKubelet(FakeKubelet):
     containers: dict[str, str] = field(default_factory=dict)
     """Pod name → container name, for every pod started."""
 
-    def _spawn(self, pod: dict[str, Any], out: IO[bytes]) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, pod: dict[str, Any], out: IO[bytes], env: dict[str, str]
+    ) -> subprocess.Popen[bytes]:
         name = pod["metadata"]["name"]
         container = pod["spec"]["containers"][0]
         container_name = f"{self.network}-{name}"
@@ -95,8 +97,7 @@ class DockerKubelet(FakeKubelet):
         # Only the env the Pod declares (resolved by FakeKubelet, fieldRefs included); the
         # values go through the docker client's environment, not its command line.
         declared = [item["name"] for item in container.get("env") or []]
-        resolved = self._env(container, pod)
-        env = {name: resolved[name] for name in declared}
+        env = {var: env[var] for var in declared if var in env}
         command = list(container.get("command") or [])
         argv = [
             "docker",

@@ -6,9 +6,10 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import NoReturn
 
 from aiortc import RTCConfiguration, RTCIceServer
@@ -89,11 +90,26 @@ def parse_ice_servers(text: str) -> list[IceServer]:
         raise UsageError(f"--ice-servers: {where}: {first['msg']}".replace(": :", ":")) from None
 
 
-def rtc_configuration(servers: list[IceServer]) -> RTCConfiguration:
+ICE_CREDENTIAL_ENV = "REBOUND_ICE_CREDENTIAL_{index}"
+"""Env var with the credential of `--ice-servers` entry `index` (the operator fills it from a
+Secret); it wins over a `credential` in the JSON, which `ps` would show."""
+
+
+def ice_credential(
+    index: int, server: IceServer, environ: Mapping[str, str] = os.environ
+) -> str | None:
+    """Server `index`'s credential: `REBOUND_ICE_CREDENTIAL_<index>` if set, else the JSON's."""
+    return environ.get(ICE_CREDENTIAL_ENV.format(index=index)) or server.credential
+
+
+def rtc_configuration(
+    servers: list[IceServer], environ: Mapping[str, str] = os.environ
+) -> RTCConfiguration:
     """An RTCConfiguration with exactly these servers (never aiortc's public STUN default)."""
     return RTCConfiguration(
         iceServers=[
-            RTCIceServer(urls=s.urls, username=s.username, credential=s.credential) for s in servers
+            RTCIceServer(urls=s.urls, username=s.username, credential=ice_credential(i, s, environ))
+            for i, s in enumerate(servers)
         ]
     )
 

@@ -6,15 +6,18 @@ patches naively and validates nothing; the CRD schema is tested separately. This
 adds what a real cluster would do around it:
 - `ReboundEmulator` fills metadata the API server would (uid, namespace, creationTimestamp,
   resourceVersion, generation) so owner references and watches behave;
-- `FakeKubelet` runs each Pod as a local process (command, args and env from the Pod spec;
-  `python` is this interpreter) and reports phase, start and exit code back;
+- `FakeKubelet` runs each Pod as a local process (command, args and env from the Pod spec,
+  `secretKeyRef` env read from the Secret; `python` is this interpreter) and reports phase,
+  start and exit code back, or `CreateContainerConfigError` for a missing Secret or key;
 - `GarbageCollector` deletes objects whose owner (by ownerReferences uid) is gone, as the
-  Kubernetes garbage collector does; the emulator has none.
+  Kubernetes garbage collector does (the emulator has none); it can be held back, as a busy
+  collector or pods in their grace period would.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime
 import itertools
@@ -67,23 +70,47 @@ def now_stamp() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class ReboundEmulator(KubernetesEmulator):
-    """The emulator plus the metadata a real API server fills in on create.
+@dataclass(frozen=True)
+class Seen:
+    """One request, as `ReboundEmulator.history` remembers it (no body)."""
 
-    By default resourceVersion is set once and not bumped on updates, and kmock's request
+    action: Any
+    resource: Any
+    namespace: str | None
+    name: str | None
+    params: dict[str, str]
+
+
+class ReboundEmulator(KubernetesEmulator):
+    """The emulator plus the metadata a real API server fills in on create, and the
+    generation bump on spec writes.
+
+    By default resourceVersion is set once and not bumped on updates. kmock's own request
     log is trimmed (it matches each new request by scanning the whole log, so long runs slow
-    down quadratically). Subclasses that assert on the request log or want every write to be
-    a new version (so kopf can tell stale watch events) flip the two class attributes.
+    down quadratically); `history` keeps a light record of every request instead (action,
+    resource, namespace, name, query), for tests that assert on what was asked. Subclasses
+    that want every write to be a new version (so kopf can tell stale watch events) flip
+    `bump_versions`.
     """
 
     bump_versions = False
     request_log_limit: int | None = 64
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.history: list[Seen] = []
 
     async def _handle(self, request: kmock.Request) -> Any:
         limit = self.request_log_limit
         if limit is not None and len(self._requests) > limit:
             del self._requests[: len(self._requests) - limit // 2]
         data = request.data
+        name = request.name
+        if name is None and isinstance(data, dict):
+            name = (data.get("metadata") or {}).get("name")
+        self.history.append(
+            Seen(request.action, request.resource, request.namespace, name, dict(request.params))
+        )
         if request.resource is not None and isinstance(data, dict):
             meta = data.setdefault("metadata", {})
             if request.action == kmock.action.CREATE:
@@ -95,9 +122,24 @@ class ReboundEmulator(KubernetesEmulator):
                 meta.setdefault("resourceVersion", str(next(_versions)))
                 if request.namespace and not meta.get("namespace"):
                     meta["namespace"] = request.namespace
-            elif self.bump_versions and request.action == kmock.action.UPDATE:
-                meta["resourceVersion"] = str(next(_versions))
+            elif request.action == kmock.action.UPDATE:
+                if self.bump_versions:
+                    meta["resourceVersion"] = str(next(_versions))
+                if "spec" in data and request.subresource is None:
+                    generation = self._generation(request)
+                    if generation is not None:
+                        meta["generation"] = generation + 1
         return await super()._handle(request)
+
+    def _generation(self, request: kmock.Request) -> int | None:
+        """The stored generation of the object a spec write goes to (the API server bumps
+        it on every spec change; kmock does not)."""
+        key = (request.resource, request.namespace, request.name)
+        if key not in self._objects or self._objects[key].deleted:
+            return None
+        stored = self._objects[key]
+        generation = (stored.get("metadata") or {}).get("generation")
+        return generation if isinstance(generation, int) else None
 
 
 class Emulator:
@@ -233,11 +275,16 @@ class Emulator:
         self._thread.join(10)
 
 
+class ConfigError(Exception):
+    """A pod's env cannot be built (a missing Secret or key), as the kubelet reports it."""
+
+
 @dataclass
 class RunningPod:
     """A Pod the fake kubelet is running as a local process."""
 
     name: str
+    uid: str
     process: subprocess.Popen[bytes]
     log: Path
     started_at: str
@@ -255,6 +302,7 @@ class FakeKubelet:
     hold: set[str] = field(default_factory=set)
     """Pod names never started (left Pending), to simulate a pod that cannot start."""
     _pods: dict[str, RunningPod] = field(default_factory=dict)
+    _waiting: dict[str, str] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -267,14 +315,33 @@ class FakeKubelet:
         self._thread.start()
         return self
 
+    def _secret_value(self, namespace: str, ref: dict[str, Any]) -> str:
+        """A secretKeyRef's value, or ConfigError with the kubelet's message."""
+        try:
+            secret = self.core.read_namespaced_secret(ref.get("name", ""), namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise ConfigError(f'secret "{ref.get("name")}" not found') from None
+            raise
+        data = secret.data or {}
+        if ref.get("key") not in data:
+            raise ConfigError(
+                f"couldn't find key {ref.get('key')} in Secret {namespace}/{ref.get('name')}"
+            )
+        return base64.b64decode(data[ref["key"]]).decode()
+
     def _env(self, container: dict[str, Any], pod: dict[str, Any]) -> dict[str, str]:
+        """The container's environment; ConfigError as the kubelet's CreateContainerConfigError."""
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONPATH": str(REPO)}
+        meta = pod["metadata"]
         for item in container.get("env") or []:
             if "value" in item:
                 env[item["name"]] = str(item["value"])
+            elif "secretKeyRef" in (item.get("valueFrom") or {}):
+                ref = item["valueFrom"]["secretKeyRef"]
+                env[item["name"]] = self._secret_value(meta["namespace"], ref)
             elif "valueFrom" in item:
                 path = item["valueFrom"].get("fieldRef", {}).get("fieldPath", "")
-                meta = pod["metadata"]
                 env[item["name"]] = {
                     "metadata.name": meta["name"],
                     "metadata.namespace": meta["namespace"],
@@ -284,16 +351,28 @@ class FakeKubelet:
 
     def _launch(self, pod: dict[str, Any]) -> None:
         name = pod["metadata"]["name"]
+        container = pod["spec"]["containers"][0]
+        try:
+            env = self._env(container, pod)
+        except ConfigError as exc:
+            if self._waiting.get(name) != str(exc):
+                self._waiting[name] = str(exc)
+                waiting = {"reason": "CreateContainerConfigError", "message": str(exc)}
+                self._report(name, "Pending", {"waiting": waiting})
+            return
+        self._waiting.pop(name, None)
         log = self.logs / f"{name}.log"
         with log.open("wb") as out:
-            process = self._spawn(pod, out)
+            process = self._spawn(pod, out, env)
         started = now_stamp()
-        self._pods[name] = RunningPod(name, process, log, started)
+        self._pods[name] = RunningPod(name, pod["metadata"].get("uid", ""), process, log, started)
         self._report(name, "Running", {"running": {"startedAt": started}})
 
-    def _spawn(self, pod: dict[str, Any], out: IO[bytes]) -> subprocess.Popen[bytes]:
-        """Start the pod's container as a local process writing to `out`; its exit is the
-        container's. (The hook a container-backed kubelet overrides.)"""
+    def _spawn(
+        self, pod: dict[str, Any], out: IO[bytes], env: dict[str, str]
+    ) -> subprocess.Popen[bytes]:
+        """Start the pod's container as a local process with its resolved `env`, writing to
+        `out`; its exit is the container's. (The hook a container-backed kubelet overrides.)"""
         container = pod["spec"]["containers"][0]
         command = list(container.get("command") or []) + list(container.get("args") or [])
         if command and command[0] in ("python", "python3"):
@@ -301,7 +380,7 @@ class FakeKubelet:
         return subprocess.Popen(
             command,
             cwd=REPO,
-            env=self._env(container, pod),
+            env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -337,6 +416,10 @@ class FakeKubelet:
                 raw = self.core.api_client.sanitize_for_serialization(pod)
                 name = raw["metadata"]["name"]
                 present.add(name)
+                previous = self._pods.get(name)
+                if previous is not None and previous.uid != raw["metadata"].get("uid", ""):
+                    self._terminate(previous)  # a new pod of the same name replaced it
+                    del self._pods[name]
                 pending = (raw.get("status") or {}).get("phase") in (None, "Pending")
                 if name not in self._pods and name not in self.hold and pending:
                     self._launch(raw)
@@ -405,11 +488,24 @@ class GarbageCollector:
     def __init__(self, emulator: Emulator) -> None:
         self.emulator = emulator
         self._stop = threading.Event()
+        self._held = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="fake-gc", daemon=True)
         self._thread.start()
 
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Collect nothing meanwhile (a busy garbage collector, or pods in their grace period
+        keeping their names)."""
+        self._held.set()
+        try:
+            yield
+        finally:
+            self._held.clear()
+
     def _loop(self) -> None:
         while not self._stop.wait(0.3):
+            if self._held.is_set():
+                continue
             try:
                 objects = self.emulator.all_objects()
             except Exception:
@@ -419,7 +515,7 @@ class GarbageCollector:
                 meta = obj.get("metadata") or {}
                 owners = meta.get("ownerReferences") or []
                 if owners and not any(ref.get("uid") in uids for ref in owners):
-                    url = self.emulator.url + _object_path(resource, meta)
+                    url = self.emulator.url + object_path(resource, meta)
                     with contextlib.suppress(OSError):
                         urllib.request.urlopen(
                             urllib.request.Request(url, method="DELETE"), timeout=5
@@ -431,7 +527,8 @@ class GarbageCollector:
         self._thread.join(5)
 
 
-def _object_path(ref: kmock.resource, meta: dict[str, Any]) -> str:
+def object_path(ref: kmock.resource, meta: dict[str, Any]) -> str:
+    """The API path of one namespaced object."""
     prefix = f"/api/{ref.version}" if not ref.group else f"/apis/{ref.group}/{ref.version}"
     return f"{prefix}/namespaces/{meta['namespace']}/{ref.plural}/{meta['name']}"
 
@@ -448,12 +545,14 @@ def wait_for(predicate: Any, timeout: float, interval: float = 0.2, what: str = 
 
 
 @contextlib.contextmanager
-def cluster(tmp: Path, namespace: str = "rebound-test") -> Iterator[tuple[Emulator, Path]]:
+def cluster(
+    tmp: Path, namespace: str = "rebound-test"
+) -> Iterator[tuple[Emulator, Path, GarbageCollector]]:
     """An emulator + kubeconfig + GC for the duration of a test."""
     emulator = Emulator(namespace)
     gc = GarbageCollector(emulator)
     try:
-        yield emulator, emulator.write_kubeconfig(tmp / "kubeconfig")
+        yield emulator, emulator.write_kubeconfig(tmp / "kubeconfig"), gc
     finally:
         gc.stop()
         emulator.close()

@@ -3,78 +3,192 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import socket
 import sys
+from datetime import UTC, datetime
+from typing import Any, NoReturn
 
 import kopf
+from kopf._core.engines.peering import Identity
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
-from rebound_operator.settings import OperatorSettings
+from rebound_operator import __version__
+from rebound_operator.settings import (
+    DEFAULT_PEER_IMAGE,
+    MAX_PENDING_TIMEOUT,
+    MIN_PENDING_TIMEOUT,
+    OperatorSettings,
+)
+
+PROG = "python -m rebound_operator"
+EXIT_USAGE = 2
+FLAGS = {
+    "namespaces": "--namespace",
+    "peer_image": "--peer-image",
+    "allowed_images": "--allowed-image",
+    "image_pull_policy": "--image-pull-policy",
+    "log_format": "--log-format",
+    "liveness": "--liveness",
+    "peering": "--peering",
+    "priority": "--priority",
+    "pending_timeout_seconds": "--pending-timeout",
+    "verbose": "--verbose",
+}
 
 
-def build_parser(defaults: OperatorSettings) -> argparse.ArgumentParser:
-    """Flags override REBOUND_* environment variables."""
-    parser = argparse.ArgumentParser(
-        prog="python -m rebound_operator",
-        description="Rebound operator: runs BallSession custom resources (rebound.dev).",
+def env_name(field: str) -> str:
+    """The environment variable of a setting (REBOUND_ + its name in capitals)."""
+    return f"REBOUND_{field.upper()}"
+
+
+class UsageError(Exception):
+    """A bad flag or environment value; the message is the whole user-facing line."""
+
+
+class OperatorArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as one `prog: error: ...` line and exits 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> OperatorArgumentParser:
+    """Every flag defaults to None (= not given): the environment, then the built-in default
+    applies. The help shows each built-in default, bound and environment variable."""
+    parser = OperatorArgumentParser(
+        prog=PROG,
+        description="Rebound operator: runs BallSession custom resources (rebound.dev). "
+        "Every flag can also be set with its REBOUND_* environment variable; flags win.",
     )
-    parser.add_argument(
+    add = parser.add_argument
+    add(
         "--namespace",
         "-n",
         action="append",
         dest="namespaces",
         metavar="NS",
-        help="watch this namespace (repeatable); default: all namespaces "
-        "(env REBOUND_NAMESPACES, a JSON list)",
+        help="watch only this namespace (repeatable, at most 256; env REBOUND_NAMESPACES as a "
+        "JSON list, e.g. '[\"team-a\"]'). Default: all namespaces (cluster-wide)",
     )
-    parser.add_argument(
+    add(
         "--peer-image",
-        default=defaults.peer_image,
-        help=f"image for peers without spec.image (default {defaults.peer_image})",
+        metavar="IMAGE",
+        help=f"image of peers whose spec has no image (default {DEFAULT_PEER_IMAGE}; "
+        "env REBOUND_PEER_IMAGE)",
     )
-    parser.add_argument(
+    add(
+        "--allowed-image",
+        action="append",
+        dest="allowed_images",
+        metavar="PATTERN",
+        help="also allow spec.image values matching this shell-style pattern, e.g. "
+        "'registry.example/rebound-peer:*' (repeatable, at most 64; env "
+        "REBOUND_ALLOWED_IMAGES as a JSON list). Default: only the --peer-image; any other "
+        "image ends the session Failed/ImageNotAllowed",
+    )
+    add(
         "--image-pull-policy",
-        default=defaults.image_pull_policy,
         choices=["Always", "IfNotPresent", "Never"],
+        help="the peers' imagePullPolicy (default IfNotPresent; env REBOUND_IMAGE_PULL_POLICY)",
     )
-    parser.add_argument("--log-format", default=defaults.log_format, choices=["plain", "json"])
-    parser.add_argument(
+    add(
+        "--log-format",
+        choices=["plain", "json"],
+        help="plain: time, logger, level, [namespace/name] message; json: one object per "
+        "line (default plain; env REBOUND_LOG_FORMAT)",
+    )
+    add(
         "--liveness",
-        default=defaults.liveness,
-        help="kopf liveness endpoint, '' to disable (default %(default)s)",
+        metavar="URL",
+        help="kopf liveness endpoint, '' to disable (default http://0.0.0.0:8080/healthz; "
+        "env REBOUND_LIVENESS)",
     )
-    parser.add_argument(
+    add(
         "--peering",
         action="store_true",
-        default=defaults.peering,
-        help="coordinate several replicas with kopf peering (needs its CRD)",
+        default=None,
+        help="coordinate several replicas with kopf peering; needs kopf's peering CRD "
+        "(default off: run one replica; env REBOUND_PEERING)",
     )
-    parser.add_argument(
+    add(
         "--priority",
         type=int,
-        default=defaults.priority,
-        help="peering priority; replicas must differ",
+        metavar="N",
+        help="peering priority, replicas must differ (default 0; env REBOUND_PRIORITY)",
     )
-    parser.add_argument(
+    add(
         "--pending-timeout",
         type=int,
-        default=defaults.pending_timeout_seconds,
         dest="pending_timeout_seconds",
         metavar="S",
-        help="fail a session whose pod is not running after S seconds",
+        help=f"fail a session whose pod is not running after S seconds "
+        f"({MIN_PENDING_TIMEOUT}..{MAX_PENDING_TIMEOUT}; default 300; "
+        "env REBOUND_PENDING_TIMEOUT_SECONDS)",
     )
-    parser.add_argument("--verbose", "-v", action="store_true", default=defaults.verbose)
+    add(
+        "--verbose",
+        "-v",
+        action="store_true",
+        default=None,
+        help="debug logging (default off; env REBOUND_VERBOSE)",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
+
+
+def _describe(exc: ValidationError, given: dict[str, Any]) -> str:
+    """One line naming the flag or environment variable at fault and what is wrong."""
+    first = exc.errors()[0]
+    loc = first["loc"]
+    field = str(loc[0]) if loc else ""
+    message = str(first["msg"]).removeprefix("Value error, ")
+    if first["type"] == "string_pattern_mismatch" and field == "namespaces":
+        message = "not a namespace name (a lowercase RFC 1123 label)"
+    value = first.get("input")
+    if field in given:
+        return f"{FLAGS.get(field, field)} {value}: {message}"
+    return f"{env_name(field)}={value}: {message}" if field else message
+
+
+def load_settings(args: argparse.Namespace) -> OperatorSettings:
+    """Flags over REBOUND_* environment over defaults; UsageError naming the culprit."""
+    given = {k: v for k, v in vars(args).items() if v is not None}
+    try:
+        return OperatorSettings(**given)
+    except ValidationError as exc:
+        raise UsageError(_describe(exc, given)) from None
+    except SettingsError as exc:
+        found = re.search(r'field "(\w+)"', str(exc))
+        name = env_name(found.group(1)) if found else "a REBOUND_* variable"
+        raise UsageError(f"{name}: not valid JSON (a JSON list such as '[\"a\"]')") from None
+
+
+def identity() -> Identity:
+    """Who this operator is (kopf's peering and logs): the pod name from POD_ID, else the
+    host name. Unlike kopf's default it never asks for the user name, which fails under a
+    UID without a passwd entry (as in the operator image)."""
+    pod = os.environ.get("POD_ID")
+    if pod:
+        return Identity(pod)
+    started = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    return Identity(f"rebound-operator@{socket.gethostname()}/{started}/{os.getpid()}")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse flags, configure logging, run kopf until SIGINT/SIGTERM."""
-    defaults = OperatorSettings()
-    args = build_parser(defaults).parse_args(argv)
-    values = {k: v for k, v in vars(args).items() if v is not None}
-    settings = OperatorSettings.model_validate({**defaults.model_dump(), **values})
-    kopf.configure(
-        verbose=settings.verbose,
-        log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.PLAIN,
-    )
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args)
+    except UsageError as exc:
+        parser.error(str(exc))
+    if settings.log_format == "json":
+        kopf.configure(verbose=settings.verbose, log_format=kopf.LogFormat.JSON)
+    else:
+        kopf.configure(verbose=settings.verbose, log_format=kopf.LogFormat.FULL, log_prefix=True)
     import rebound_operator.handlers  # noqa: F401  (registers the handlers)
 
     kopf.run(
@@ -83,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         namespaces=settings.namespaces,
         clusterwide=not settings.namespaces,
         liveness_endpoint=settings.liveness or None,
+        identity=identity(),
         memo=kopf.Memo(settings=settings),
     )
     return 0

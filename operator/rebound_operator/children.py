@@ -1,32 +1,58 @@
-"""Pure builders for everything a BallSession owns: ConfigMap, RBAC, and the two peer Pods.
+"""Pure builders for everything a BallSession owns: per-role signaling ConfigMaps and RBAC,
+the NetworkPolicy, and the two peer Pods.
 
-Names are fixed (`<session>-signaling`, `-peer`, `-server`, `-client`) so a retried
-handler finds what an earlier attempt created instead of making a second copy.
+Each role (server, client) has its own ConfigMap that only it may patch, its own
+ServiceAccount, and a Role + RoleBinding of the same name (docs/CONTRACTS.md), so a client
+can never write the server's results. Names are fixed (`<session>-server-signaling`,
+`<session>-server`, ...) so a retried handler finds what an earlier attempt created instead
+of making a second copy.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from rebound_operator import API_VERSION, KIND
 from rebound_operator.spec import BallSessionSpec
 
 Role = Literal["server", "client"]
+ROLES: tuple[Role, Role] = ("server", "client")
 Manifest = dict[str, Any]
 
 SESSION_LABEL = "rebound.dev/session"
 ROLE_LABEL = "rebound.dev/role"
-APP_LABELS = {
-    "app.kubernetes.io/name": "rebound",
-    "app.kubernetes.io/managed-by": "rebound-operator",
+MANAGED_BY = ("app.kubernetes.io/managed-by", "rebound-operator")
+APP_LABELS = {"app.kubernetes.io/name": "rebound", MANAGED_BY[0]: MANAGED_BY[1]}
+CHILD_SELECTOR = f"{MANAGED_BY[0]}={MANAGED_BY[1]},{SESSION_LABEL}"
+"""The label selector that matches every child of every session and nothing else we create:
+the operator's pod and ConfigMap watches send it to the API server (server-side filtering)."""
+OWN_VERBS = ["get", "watch", "patch"]
+"""What a peer does with its own ConfigMap (peers.signaling.configmap): read it, merge-patch
+its keys, and watch it with a `metadata.name` field selector, which RBAC authorises against
+`resourceNames`. No `update`, no `list`, no `create` (the operator creates it, since `create`
+cannot be limited by name)."""
+PEER_VERBS = ["get", "watch"]
+"""What a peer does with the other role's ConfigMap: read and watch it, never write."""
+ICE_CREDENTIAL_ENV = "REBOUND_ICE_CREDENTIAL_{index}"
+"""Env var holding the credential of `iceServers[index]` (peers.cli.rtc_configuration)."""
+
+DNS_PEERS = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
 }
-PEER_USER_ID = 10001
-SIGNALING_VERBS = ["get", "watch", "patch"]
-"""What the peers do with their ConfigMap (peers.signaling.configmap): read it, merge-patch
-their keys, and watch it with a `metadata.name` field selector, which RBAC authorises against
-`resourceNames`. No `update`, no `list` of other ConfigMaps, no `create` (the operator creates
-it, since `create` cannot be limited by name)."""
+"""The cluster DNS pods (CoreDNS and kube-dns both carry `k8s-app: kube-dns`)."""
+API_SERVER_PORTS = (443, 6443)
+"""Fallback when the API server's addresses are unknown: its Service port (443) and the
+usual port of its endpoints (6443), to any destination."""
+
+
+def other(role: Role) -> Role:
+    """The other peer's role."""
+    return "client" if role == "server" else "server"
 
 
 @dataclass(frozen=True)
@@ -36,14 +62,12 @@ class Owner:
     name: str
     namespace: str
     uid: str
-    api_version: str = "rebound.dev/v1alpha1"
-    kind: str = "BallSession"
 
     def reference(self) -> dict[str, Any]:
         """An ownerReference: controller, and blocking foreground deletion like Jobs do."""
         return {
-            "apiVersion": self.api_version,
-            "kind": self.kind,
+            "apiVersion": API_VERSION,
+            "kind": KIND,
             "name": self.name,
             "uid": self.uid,
             "controller": True,
@@ -55,30 +79,39 @@ class Owner:
 class Names:
     """The fixed names of one session's children."""
 
-    configmap: str
-    service_account: str
-    role: str
-    role_binding: str
-    server_pod: str
-    client_pod: str
-    network_policy: str
+    session: str
 
     @classmethod
     def of(cls, session: str) -> Names:
         """Children names for the BallSession called `session`."""
-        return cls(
-            configmap=f"{session}-signaling",
-            service_account=f"{session}-peer",
-            role=f"{session}-peer",
-            role_binding=f"{session}-peer",
-            server_pod=f"{session}-server",
-            client_pod=f"{session}-client",
-            network_policy=f"{session}-peers",
-        )
+        return cls(session)
+
+    def configmap(self, role: Role) -> str:
+        """The signaling ConfigMap a role writes (and the other only reads)."""
+        return f"{self.session}-{role}-signaling"
+
+    def account(self, role: Role) -> str:
+        """The role's ServiceAccount, Role and RoleBinding (one name for all three)."""
+        return f"{self.session}-{role}"
 
     def pod(self, role: Role) -> str:
         """The pod name of a role."""
-        return self.server_pod if role == "server" else self.client_pod
+        return f"{self.session}-{role}"
+
+    @property
+    def server_pod(self) -> str:
+        """`<session>-server`."""
+        return self.pod("server")
+
+    @property
+    def client_pod(self) -> str:
+        """`<session>-client`."""
+        return self.pod("client")
+
+    @property
+    def network_policy(self) -> str:
+        """`<session>-peers`."""
+        return f"{self.session}-peers"
 
 
 def labels(owner: Owner, role: Role | None = None) -> dict[str, str]:
@@ -86,7 +119,6 @@ def labels(owner: Owner, role: Role | None = None) -> dict[str, str]:
     result = {**APP_LABELS, SESSION_LABEL: owner.name}
     if role is not None:
         result[ROLE_LABEL] = role
-        result["app.kubernetes.io/component"] = "peer"
     return result
 
 
@@ -99,82 +131,111 @@ def _metadata(owner: Owner, name: str, role: Role | None = None) -> dict[str, An
     }
 
 
-def configmap(owner: Owner) -> Manifest:
-    """The signaling ConfigMap, empty until the server writes its offer."""
+def configmap(owner: Owner, role: Role) -> Manifest:
+    """A role's signaling ConfigMap, empty until that peer writes to it."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _metadata(owner, Names.of(owner.name).configmap),
+        "metadata": _metadata(owner, Names.of(owner.name).configmap(role), role),
         "data": {},
     }
 
 
-def service_account(owner: Owner) -> Manifest:
-    """The peers' own ServiceAccount."""
+def service_account(owner: Owner, role: Role) -> Manifest:
+    """A role's own ServiceAccount (no token unless a pod asks for one)."""
     return {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
-        "metadata": _metadata(owner, Names.of(owner.name).service_account),
+        "metadata": _metadata(owner, Names.of(owner.name).account(role), role),
         "automountServiceAccountToken": False,
     }
 
 
-def role(owner: Owner) -> Manifest:
-    """A Role allowing only get/watch/patch on this session's ConfigMap."""
+def role(owner: Owner, which: Role) -> Manifest:
+    """get/watch/patch on the role's own ConfigMap, get/watch on the other's; nothing else."""
+    names = Names.of(owner.name)
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
-        "metadata": _metadata(owner, Names.of(owner.name).role),
+        "metadata": _metadata(owner, names.account(which), which),
         "rules": [
             {
                 "apiGroups": [""],
                 "resources": ["configmaps"],
-                "resourceNames": [Names.of(owner.name).configmap],
-                "verbs": list(SIGNALING_VERBS),
-            }
+                "resourceNames": [names.configmap(which)],
+                "verbs": list(OWN_VERBS),
+            },
+            {
+                "apiGroups": [""],
+                "resources": ["configmaps"],
+                "resourceNames": [names.configmap(other(which))],
+                "verbs": list(PEER_VERBS),
+            },
         ],
     }
 
 
-def role_binding(owner: Owner) -> Manifest:
-    """Binds the Role to the peers' ServiceAccount."""
+def role_binding(owner: Owner, which: Role) -> Manifest:
+    """Binds a role's Role to its ServiceAccount."""
     names = Names.of(owner.name)
+    name = names.account(which)
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
-        "metadata": _metadata(owner, names.role_binding),
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": names.role},
-        "subjects": [
-            {"kind": "ServiceAccount", "name": names.service_account, "namespace": owner.namespace}
-        ],
+        "metadata": _metadata(owner, name, which),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": owner.namespace}],
     }
 
 
-def peer_args(role: Role, owner: Owner, spec: BallSessionSpec) -> list[str]:
+def ice_servers_arg(spec: BallSessionSpec) -> str:
+    """The peers' `--ice-servers` JSON: URLs and usernames, never a credential."""
+    return json.dumps([server.peer_view() for server in spec.ice_servers])
+
+
+def peer_args(which: Role, owner: Owner, spec: BallSessionSpec) -> list[str]:
     """The peer's command-line arguments (see docs/CONTRACTS.md)."""
+    names = Names.of(owner.name)
     args = [
-        "offer" if role == "server" else "answer",
+        "offer" if which == "server" else "answer",
         "--signaling",
         "configmap",
         "--configmap",
-        Names.of(owner.name).configmap,
+        names.configmap(which),
+        "--peer-configmap",
+        names.configmap(other(which)),
         "--namespace",
         owner.namespace,
         "--connect-timeout",
         str(spec.signaling_timeout_seconds),
         "--ice-servers",
-        json.dumps([s.model_dump(exclude_none=True) for s in spec.ice_servers]),
+        ice_servers_arg(spec),
     ]
-    if role == "server":
+    if which == "server":
         args += spec.session().to_peer_args()
     return args
 
 
-def _security_context() -> dict[str, Any]:
+def peer_env(spec: BallSessionSpec) -> list[dict[str, Any]]:
+    """The peer container's env: TURN credentials come from their Secrets (secretKeyRef)."""
+    env: list[dict[str, Any]] = [{"name": "PYTHONUNBUFFERED", "value": "1"}]
+    for index, server in enumerate(spec.ice_servers):
+        ref = server.credential_secret_ref
+        if ref is not None:
+            env.append(
+                {
+                    "name": ICE_CREDENTIAL_ENV.format(index=index),
+                    "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
+                }
+            )
+    return env
+
+
+def _container_security_context() -> dict[str, Any]:
+    # No runAsUser/runAsGroup: the peer image runs as a numeric non-root USER, which
+    # runAsNonRoot verifies; fixed UIDs are rejected by e.g. OpenShift's restricted-v2.
     return {
         "runAsNonRoot": True,
-        "runAsUser": PEER_USER_ID,
-        "runAsGroup": PEER_USER_ID,
         "readOnlyRootFilesystem": True,
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]},
@@ -183,27 +244,24 @@ def _security_context() -> dict[str, Any]:
 
 
 def pod(
-    role: Role,
+    which: Role,
     owner: Owner,
     spec: BallSessionSpec,
     *,
     default_image: str,
     pull_policy: str = "IfNotPresent",
 ) -> Manifest:
-    """A peer Pod: run once, restricted Pod Security, its own ServiceAccount token."""
+    """A peer Pod: run once, restricted Pod Security, its role's own ServiceAccount token."""
     names = Names.of(owner.name)
     deadline = spec.active_deadline_seconds
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        "serviceAccountName": names.service_account,
-        "automountServiceAccountToken": True,  # the peers patch/watch the signaling ConfigMap
+        "serviceAccountName": names.account(which),
+        "automountServiceAccountToken": True,  # the peers patch/watch their ConfigMaps
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": 10,
         "securityContext": {
             "runAsNonRoot": True,
-            "runAsUser": PEER_USER_ID,
-            "runAsGroup": PEER_USER_ID,
-            "fsGroup": PEER_USER_ID,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [
@@ -211,11 +269,11 @@ def pod(
                 "name": "peer",
                 "image": spec.image or default_image,
                 "imagePullPolicy": pull_policy,
-                "command": ["python", "-m", f"peers.{role}"],
-                "args": peer_args(role, owner, spec),
-                "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
+                "command": ["python", "-m", f"peers.{which}"],
+                "args": peer_args(which, owner, spec),
+                "env": peer_env(spec),
                 "resources": spec.resources.model_dump(),
-                "securityContext": _security_context(),
+                "securityContext": _container_security_context(),
                 "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
             }
         ],
@@ -224,28 +282,59 @@ def pod(
     if deadline:
         # Backstop only: the operator fails the session at the deadline itself.
         pod_spec["activeDeadlineSeconds"] = deadline + 60
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": _metadata(owner, names.pod(role), role),
-        "spec": pod_spec,
-    }
+    metadata = _metadata(owner, names.pod(which), which)
+    metadata["labels"]["app.kubernetes.io/component"] = "peer"
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
 
 
-API_SERVER_PORTS = (443, 6443)
-"""The API server behind the `kubernetes` Service (443) or on the control plane (6443)."""
+@dataclass(frozen=True)
+class ApiRoute:
+    """Addresses and ports at which pods reach the API server (its Service or endpoints)."""
+
+    addresses: tuple[str, ...]
+    ports: tuple[int, ...]
 
 
-def network_policy(owner: Owner, spec: BallSessionSpec) -> Manifest:
+def _cidr(address: str) -> str:
+    ip = ipaddress.ip_address(address)
+    return f"{ip}/{ip.max_prefixlen}"
+
+
+def _api_rules(routes: Sequence[ApiRoute]) -> list[dict[str, Any]]:
+    rules = []
+    for route in routes:
+        cidrs = []
+        for address in route.addresses:
+            try:
+                cidrs.append(_cidr(address))
+            except ValueError:
+                continue
+        ports = [p for p in route.ports if isinstance(p, int) and 0 < p < 65536]
+        if cidrs and ports:
+            rules.append(
+                {
+                    "to": [{"ipBlock": {"cidr": cidr}} for cidr in cidrs],
+                    "ports": [{"protocol": "TCP", "port": port} for port in ports],
+                }
+            )
+    if not rules:
+        rules = [{"ports": [{"protocol": "TCP", "port": port} for port in API_SERVER_PORTS]}]
+    return rules
+
+
+def network_policy(
+    owner: Owner, spec: BallSessionSpec, api_routes: Sequence[ApiRoute] = ()
+) -> Manifest:
     """Only this session's two peers reach each other (UDP, any port: ICE picks ephemeral
-    ones); they may reach DNS and the API server (signaling), and nothing else reaches them.
-    With iceServers the peers must reach STUN/TURN servers anywhere, so egress is open."""
+    ones); they may reach the cluster DNS pods and the API server (at `api_routes`, else
+    on its usual ports anywhere), and nothing else reaches them. With iceServers the peers
+    must reach STUN/TURN servers anywhere, so egress is open."""
     session = {SESSION_LABEL: owner.name, "app.kubernetes.io/component": "peer"}
     peers = [{"podSelector": {"matchLabels": session}}]
     egress: list[dict[str, Any]] = [
         {"to": peers, "ports": [{"protocol": "UDP"}]},
-        {"ports": [{"protocol": p, "port": 53} for p in ("UDP", "TCP")]},
-        {"ports": [{"protocol": "TCP", "port": port} for port in API_SERVER_PORTS]},
+        {"to": [DNS_PEERS], "ports": [{"protocol": p, "port": 53} for p in ("UDP", "TCP")]},
+        *_api_rules(api_routes),
     ]
     if spec.ice_servers:
         egress = [{}]
@@ -263,15 +352,19 @@ def network_policy(owner: Owner, spec: BallSessionSpec) -> Manifest:
 
 
 def all_children(
-    owner: Owner, spec: BallSessionSpec, *, default_image: str, pull_policy: str = "IfNotPresent"
+    owner: Owner,
+    spec: BallSessionSpec,
+    *,
+    default_image: str,
+    pull_policy: str = "IfNotPresent",
+    api_routes: Sequence[ApiRoute] = (),
 ) -> list[Manifest]:
-    """Every child in creation order (the ConfigMap and RBAC before the pods that use them)."""
+    """Every child in creation order (ConfigMaps and RBAC before the pods that use them)."""
     return [
-        configmap(owner),
-        service_account(owner),
-        role(owner),
-        role_binding(owner),
-        network_policy(owner, spec),
-        pod("server", owner, spec, default_image=default_image, pull_policy=pull_policy),
-        pod("client", owner, spec, default_image=default_image, pull_policy=pull_policy),
+        *(configmap(owner, r) for r in ROLES),
+        *(service_account(owner, r) for r in ROLES),
+        *(role(owner, r) for r in ROLES),
+        *(role_binding(owner, r) for r in ROLES),
+        network_policy(owner, spec, api_routes),
+        *(pod(r, owner, spec, default_image=default_image, pull_policy=pull_policy) for r in ROLES),
     ]

@@ -1,13 +1,20 @@
 """kopf handlers: thin glue between the API (kube.Cluster) and the pure modules.
 
 - BallSession created, or seen again after an operator restart: create (or adopt) the
-  children, then reconcile.
-- A peer Pod or the signaling ConfigMap changed: reconcile its session (event-driven).
+  children, then reconcile. Names still held by a deleted session's children are waited
+  for (`WaitingForCleanup`), names held by anyone else end the session `ChildConflict`.
+- A peer Pod or a signaling ConfigMap changed: reconcile its session (event-driven). The
+  operator watches only objects carrying its children's labels (a server-side selector),
+  so unrelated pods and ConfigMaps never reach it.
 - Time-based rules (signaling timeout, deadline, pending too long, the client's grace) need
   no timer: each reconcile asks `lifecycle.evaluate` for the next moment a rule could fire and
   schedules one in-memory wake-up for it. Unlike a kopf timer or daemon this puts no finalizer
   on the BallSession, so deleting one never hangs while the operator is down; after a restart
   the resume handler reconciles every unfinished session and re-arms its wake-up.
+- A session is judged by the spec its children were created from (`status.sessionSpec`).
+- API hiccups are retried; anything else that goes wrong with one session (a bug, input
+  nobody foresaw, a refused status) ends that session Failed with a clear reason, never a
+  retry loop.
 All synchronous API calls run in threads (asyncio.to_thread); nothing blocks the event loop.
 Run: `python -m rebound_operator` or `kopf run -m rebound_operator.handlers`.
 """
@@ -26,25 +33,38 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from rebound_operator import GROUP, PLURAL, VERSION, kube
-from rebound_operator.children import SESSION_LABEL, Names, Owner, all_children
+from rebound_operator.children import CHILD_SELECTOR, SESSION_LABEL, Names, Owner, all_children
 from rebound_operator.lifecycle import (
     TERMINAL,
+    Event,
     Observation,
     PodView,
+    Signals,
+    Verdict,
+    acknowledge,
     evaluate,
     failed_status,
     format_time,
+    image_refusal,
     parse_time,
+    recorded_spec,
+    spec_changed,
     still_running,
+    waiting_status,
 )
 from rebound_operator.settings import OperatorSettings
-from rebound_operator.spec import InvalidSpec, parse_spec
+from rebound_operator.spec import BallSessionSpec, InvalidSpec, parse_spec
+from rebound_operator.text import MAX_MESSAGE, one_line, seconds
 
 ANNOTATION_PREFIX = "rebound.dev"
 WAKE_MARGIN_S = 0.5
 """Wake a little after a rule's boundary (rules fire strictly after it)."""
 RETRY_DELAY_S = 3.0
 """A failed wake-up (API hiccup) tries again this much later."""
+CLEANUP_POLL_S = 2.0
+"""While waiting for a deleted session's children to go, look again this often (their
+deletion also wakes the session when they are pods or ConfigMaps)."""
+API_ERRORS = (ApiException, HTTPError, OSError)
 logger = logging.getLogger("rebound_operator")
 
 Key = tuple[str, str, str]
@@ -60,6 +80,7 @@ class Sessions:
     last_status: dict[Key, dict[str, Any]] = field(default_factory=dict)
     wakeups: dict[Key, asyncio.TimerHandle] = field(default_factory=dict)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    warned_open_api_egress: bool = False
 
     def wake_later(
         self, key: Key, delay: float, work: Callable[[], Coroutine[Any, Any, None]]
@@ -105,8 +126,16 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 30
+    # kopf's `labels=` filters are client-side: without a server-side selector every pod and
+    # ConfigMap of the cluster would be listed, watched and kept in memory.
+    for resource in ("pods", "configmaps"):
+        settings.watching.label_selectors["v1", resource] = CHILD_SELECTOR
     if not isinstance(getattr(memo, "settings", None), OperatorSettings):
         memo.settings = OperatorSettings()
+    operator_settings: OperatorSettings = memo.settings
+    if operator_settings.namespaces:
+        # Namespaced install: no cluster-wide CRD/namespace observation (no ClusterRole).
+        settings.scanning.disabled = True
     memo.cluster = kube.Cluster()  # connected by the login handler
     memo.sessions = Sessions()
 
@@ -114,10 +143,16 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 @kopf.on.login()
 def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
     """kopf's own client-based login (service account, else kubeconfig); the operator's
-    `kubernetes` client is then built from the very same configuration."""
+    `kubernetes` client is then built from the very same configuration.
+
+    In a namespaced install kopf looks for the BallSession resource once, right after
+    login; until the CRD is served, login is retried rather than serving nothing."""
     info = kopf.login_via_client(**kwargs)
     cluster: kube.Cluster = memo.cluster
     cluster.connect()
+    settings: OperatorSettings = memo.settings
+    if settings.namespaces and not cluster.sessions_served(settings.namespaces[0]):
+        raise kopf.TemporaryError("the BallSession CRD is not served yet; waiting", delay=5)
     return info
 
 
@@ -130,109 +165,244 @@ def _key(body: Mapping[str, Any]) -> Key:
     return (str(meta["namespace"]), str(meta["name"]), str(meta.get("uid", "")))
 
 
-def _post(body: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
-    kopf.event(cast(kopf.Body, body), type=kind, reason=reason, message=message)
+def _post(body: Mapping[str, Any], event: Event) -> None:
+    message = one_line(event.message, MAX_MESSAGE)
+    kopf.event(cast(kopf.Body, body), type=event.type, reason=event.reason, message=message)
 
 
 async def reconcile(body: Mapping[str, Any], memo: kopf.Memo, *, ensure_children: bool) -> None:
-    """Bring one BallSession's status (and, on creation, its children) up to date.
+    """Bring one BallSession's status (and, when needed, its children) up to date.
 
-    API hiccups become kopf.TemporaryError, so kopf retries in a couple of seconds.
+    One reconcile per session at a time. API hiccups become kopf.TemporaryError (retried).
+    Anything else ends the session Failed with a reason saying what happened, before the
+    next reconcile of it may start: a session can never wedge the operator.
     """
+    key = _key(body)
+    sessions: Sessions = memo.sessions
+    async with sessions.locks.setdefault(key, asyncio.Lock()):
+        try:
+            await _reconcile(body, memo, ensure_children=ensure_children)
+        except API_ERRORS as exc:
+            raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=2) from exc
+        except kube.StatusRefused as exc:
+            message = f"the API server refused the status: {exc}"
+            await _give_up(body, memo, "StatusRefused", message)
+        except Exception as exc:
+            logger.exception("BallSession %s/%s: cannot be processed", key[0], key[1])
+            message = (
+                "the operator could not process this session: "
+                f"{type(exc).__name__}: {one_line(exc)}"
+            )
+            await _give_up(body, memo, "InternalError", message)
+
+
+async def _give_up(body: Mapping[str, Any], memo: kopf.Memo, reason: str, message: str) -> None:
+    """`_fail` as a last resort: whatever goes wrong here is logged, never retried."""
+    key = _key(body)
+    sessions: Sessions = memo.sessions
+    sessions.cancel(key)
+    previous = sessions.last_status.get(key) or dict(body.get("status") or {})
     try:
-        await _reconcile(body, memo, ensure_children=ensure_children)
-    except (ApiException, HTTPError, OSError) as exc:
-        raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=2) from exc
+        await _fail(memo, body, previous, reason, message, force=True)
+    except Exception:
+        logger.exception("BallSession %s/%s: could not record %s", key[0], key[1], reason)
+
+
+async def _fail(
+    memo: kopf.Memo,
+    body: Mapping[str, Any],
+    previous: Mapping[str, Any],
+    reason: str,
+    message: str,
+    *,
+    force: bool = False,
+) -> None:
+    """End the session Failed with `reason`, warn, and stop any pod of its still running."""
+    key = _key(body)
+    namespace, name, uid = key
+    generation = (body.get("metadata") or {}).get("generation")
+    status = failed_status(reason, message, datetime.now(UTC), previous, generation)
+    await _write(memo, key, {} if force else previous, status)
+    _post(body, Event("Warning", reason, message))
+    await _stop_leftovers(memo, name, namespace, uid)
 
 
 async def _reconcile(body: Mapping[str, Any], memo: kopf.Memo, *, ensure_children: bool) -> None:
     key = _key(body)
     namespace, name, uid = key
     sessions: Sessions = memo.sessions
-    async with sessions.locks.setdefault(key, asyncio.Lock()):
-        previous = sessions.last_status.get(key) or dict(body.get("status") or {})
-        if previous.get("phase") in TERMINAL:
-            sessions.cancel(key)
-            if not ensure_children:
-                await _stop_leftovers(memo, name, namespace)
+    settings: OperatorSettings = memo.settings
+    cluster: kube.Cluster = memo.cluster
+    generation = (body.get("metadata") or {}).get("generation")
+    previous = sessions.last_status.get(key) or dict(body.get("status") or {})
+    if previous.get("phase") in TERMINAL:
+        sessions.cancel(key)
+        await _acknowledge_edit(memo, body, previous, generation)
+        if not ensure_children:
+            await _stop_leftovers(memo, name, namespace, uid)
+        return
+    now = datetime.now(UTC)
+    try:
+        recorded = recorded_spec(previous)
+        spec = recorded or parse_spec(dict(body.get("spec") or {}))
+    except InvalidSpec as exc:
+        await _fail(memo, body, previous, "InvalidSpec", str(exc))
+        return
+    refused = image_refusal(spec, settings.peer_image, settings.allowed_images)
+    if refused:
+        await _fail(memo, body, previous, *refused)
+        return
+    if recorded is not None and generation != previous.get("observedGeneration"):
+        changed = spec_changed(recorded, dict(body.get("spec") or {}), generation)
+        if changed:
+            _post(body, changed)
+    start = parse_time(previous.get("startTime")) or now
+    if ensure_children or recorded is None:
+        done = await _ensure_children(memo, body, previous, spec, start, now)
+        if not done:
             return
-        if not ensure_children and not previous.get("startTime"):
-            return  # the creation handler has not made the children yet
-        now = datetime.now(UTC)
-        generation = (body.get("metadata") or {}).get("generation")
-        try:
-            spec = parse_spec(dict(body.get("spec") or {}))
-        except InvalidSpec as exc:
-            await _write(
-                memo, key, previous, failed_status("InvalidSpec", str(exc), now, None, generation)
-            )
-            _post(body, "Warning", "InvalidSpec", str(exc))
-            return
-        settings: OperatorSettings = memo.settings
-        cluster: kube.Cluster = memo.cluster
-        start = parse_time(previous.get("startTime")) or now
-        if ensure_children:
-            owner = Owner(name, namespace, uid)
-            created = []
-            for manifest in all_children(
-                owner,
-                spec,
-                default_image=settings.peer_image,
-                pull_policy=settings.image_pull_policy,
-            ):
-                try:
-                    outcome = await asyncio.to_thread(cluster.ensure, manifest, uid)
-                except kube.ChildConflict as exc:
-                    status = failed_status("ChildConflict", str(exc), now, previous, generation)
-                    await _write(memo, key, previous, status)
-                    _post(body, "Warning", "ChildConflict", str(exc))
-                    return
-                if outcome == "created":
-                    created.append(f"{manifest['kind']} {manifest['metadata']['name']}")
-            if created:
-                _post(body, "Normal", "Created", "created " + ", ".join(created))
-        observed = await asyncio.to_thread(cluster.observe, name, namespace)
-        observation = Observation(
-            now=now,
-            start=start,
-            server=None if observed.server is None else PodView.from_manifest(observed.server),
-            client=None if observed.client is None else PodView.from_manifest(observed.client),
-            signaling=observed.signaling,
-            pending_timeout=timedelta(seconds=settings.pending_timeout_seconds),
+    observed = await asyncio.to_thread(cluster.observe, name, namespace, uid)
+    server = None if observed.server is None else PodView.from_manifest(observed.server)
+    client = None if observed.client is None else PodView.from_manifest(observed.client)
+    observation = Observation(
+        now=now,
+        start=start,
+        server=server,
+        client=client,
+        signals=Signals.read(observed.server_data, observed.client_data),
+        pending_timeout=timedelta(seconds=settings.pending_timeout_seconds),
+    )
+    verdict = evaluate(spec, observation, previous, generation)
+    names = Names.of(name)
+    status = {
+        **verdict.status,
+        "startTime": format_time(start),
+        "serverPod": names.server_pod,
+        "clientPod": names.client_pod,
+        "sessionSpec": spec.record(),
+    }
+    await _write(memo, key, previous, status)
+    await _carry_out(memo, body, verdict, (server, client))
+
+
+async def _ensure_children(
+    memo: kopf.Memo,
+    body: Mapping[str, Any],
+    previous: Mapping[str, Any],
+    spec: BallSessionSpec,
+    start: datetime,
+    now: datetime,
+) -> bool:
+    """Create or adopt the children; False if the session cannot go on yet (or ever)."""
+    key = _key(body)
+    namespace, name, uid = key
+    settings: OperatorSettings = memo.settings
+    cluster: kube.Cluster = memo.cluster
+    sessions: Sessions = memo.sessions
+    routes = await asyncio.to_thread(cluster.api_routes)
+    if not routes and not sessions.warned_open_api_egress:
+        sessions.warned_open_api_egress = True
+        logger.warning(
+            "cannot read the API server's addresses (Service/EndpointSlice default/kubernetes): "
+            "session NetworkPolicies allow egress to TCP 443/6443 anywhere"
         )
-        verdict = evaluate(spec, observation, previous, generation)
-        names = Names.of(name)
-        status = {
-            **verdict.status,
-            "startTime": format_time(start),
-            "serverPod": names.server_pod,
-            "clientPod": names.client_pod,
-        }
-        await _write(memo, key, previous, status)
-        for event in verdict.events:
-            _post(body, event.type, event.reason, event.message)
-        for pod in verdict.stop_pods:
-            await asyncio.to_thread(cluster.delete_pod, pod, namespace)
-        if verdict.wake_at is None:
-            sessions.cancel(key)
-        else:
-            delay = (verdict.wake_at - datetime.now(UTC)).total_seconds() + WAKE_MARGIN_S
-            sessions.wake_later(key, delay, lambda: _wake(key, memo))
+    manifests = all_children(
+        Owner(name, namespace, uid),
+        spec,
+        default_image=settings.peer_image,
+        pull_policy=settings.image_pull_policy,
+        api_routes=routes,
+    )
+    generation = (body.get("metadata") or {}).get("generation")
+    try:
+        ensured = await asyncio.to_thread(cluster.ensure_all, manifests, uid)
+    except kube.ChildConflict as exc:
+        await _fail(memo, body, previous, "ChildConflict", str(exc))
+        return False
+    except kube.ChildRefused as exc:
+        await _fail(memo, body, previous, "ChildRefused", str(exc))
+        return False
+    if ensured.created:
+        _post(body, Event("Normal", "Created", "created " + ", ".join(ensured.created)))
+    if ensured.leaving is None:
+        return True
+    waited = (now - start).total_seconds()
+    if waited > settings.pending_timeout_seconds:
+        await _fail(
+            memo,
+            body,
+            previous,
+            "ChildConflict",
+            f"{ensured.leaving} still exists after {seconds(round(waited))}: it belongs to a "
+            "deleted BallSession or is being deleted, and has not gone",
+        )
+        return False
+    message = (
+        f"{ensured.leaving} still belongs to a deleted BallSession or is being deleted; "
+        "waiting for it to go"
+    )
+    status = waiting_status(message, now, {**previous, "startTime": format_time(start)}, generation)
+    if previous.get("reason") != status["reason"]:
+        _post(body, Event("Normal", status["reason"], message))
+    await _write(memo, key, previous, status)
+    sessions.wake_later(key, CLEANUP_POLL_S, lambda: _wake(key, memo))
+    return False
 
 
-async def _stop_leftovers(memo: kopf.Memo, name: str, namespace: str) -> None:
+async def _carry_out(
+    memo: kopf.Memo,
+    body: Mapping[str, Any],
+    verdict: Verdict,
+    pods: tuple[PodView | None, PodView | None],
+) -> None:
+    """Post the verdict's events, stop the pods it names, arm its wake-up."""
+    key = _key(body)
+    namespace = key[0]
+    sessions: Sessions = memo.sessions
+    cluster: kube.Cluster = memo.cluster
+    for event in verdict.events:
+        _post(body, event)
+    for pod in pods:
+        if pod is not None and pod.name in verdict.stop_pods:
+            await asyncio.to_thread(cluster.delete_pod, pod.name, namespace, pod.uid)
+    if verdict.wake_at is None:
+        sessions.cancel(key)
+    else:
+        delay = (verdict.wake_at - datetime.now(UTC)).total_seconds() + WAKE_MARGIN_S
+        sessions.wake_later(key, delay, lambda: _wake(key, memo))
+
+
+async def _acknowledge_edit(
+    memo: kopf.Memo, body: Mapping[str, Any], previous: Mapping[str, Any], generation: Any
+) -> None:
+    """A finished session whose spec was edited: warn once, and mark the edit as observed."""
+    if generation is None or generation == previous.get("observedGeneration"):
+        return
+    _post(
+        body,
+        Event(
+            "Warning",
+            "SpecChanged",
+            f"spec changed (generation {generation}) after the session ended; its result "
+            "stands: delete and re-create the BallSession to run again",
+        ),
+    )
+    await _write(memo, _key(body), previous, acknowledge(previous, generation))
+
+
+async def _stop_leftovers(memo: kopf.Memo, name: str, namespace: str, uid: str) -> None:
     """A finished session's pods that still run are stopped (again, if a first try failed)."""
     cluster: kube.Cluster = memo.cluster
-    observed = await asyncio.to_thread(cluster.observe, name, namespace)
-    pods = [
-        None if p is None else PodView.from_manifest(p) for p in (observed.server, observed.client)
-    ]
-    for pod in still_running(*pods):
-        await asyncio.to_thread(cluster.delete_pod, pod, namespace)
+    observed = await asyncio.to_thread(cluster.observe, name, namespace, uid)
+    pods = [PodView.from_manifest(p) for p in (observed.server, observed.client) if p is not None]
+    running = set(still_running(*pods))
+    for pod in pods:
+        if pod.name in running:
+            await asyncio.to_thread(cluster.delete_pod, pod.name, namespace, pod.uid)
 
 
 async def _wake(key: Key, memo: kopf.Memo) -> None:
-    """Re-read a session and reconcile it; on failure try again a little later.
+    """Re-read a session and reconcile it; after an API hiccup try again a little later.
 
     Used for time-based wake-ups and for child events (kopf does not retry event handlers).
     An empty uid in `key` accepts whichever session has that name.
@@ -243,18 +413,17 @@ async def _wake(key: Key, memo: kopf.Memo) -> None:
     try:
         try:
             body = await asyncio.to_thread(cluster.read_session, name, namespace)
-        except (ApiException, HTTPError, OSError) as exc:
+        except API_ERRORS as exc:
             raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=RETRY_DELAY_S) from exc
         if body is None or (uid and (body.get("metadata") or {}).get("uid") != uid):
             sessions.forget(key)
             return
         await reconcile(body, memo, ensure_children=False)
-    except Exception as exc:
-        if isinstance(exc, kopf.TemporaryError):
-            logger.warning("BallSession %s/%s: %s; retrying", namespace, name, exc)
-        else:
-            logger.exception("BallSession %s/%s: reconcile failed; retrying", namespace, name)
+    except kopf.TemporaryError as exc:
+        logger.warning("BallSession %s/%s: %s; retrying", namespace, name, exc)
         sessions.wake_later(key, RETRY_DELAY_S, lambda: _wake(key, memo))
+    except Exception:
+        logger.exception("BallSession %s/%s: wake-up failed", namespace, name)
 
 
 async def _write(
@@ -284,10 +453,19 @@ async def session_resumed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def session_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Forget a deleted session; its children go with it (owner references)."""
-    if event.get("type") == "DELETED" and hasattr(memo, "sessions"):
-        sessions: Sessions = memo.sessions
-        sessions.forget(_key(body))
+    """Forget a deleted session (its children go with it: owner references); notice an
+    edited spec of a running or finished session."""
+    if not hasattr(memo, "sessions"):
+        return
+    sessions: Sessions = memo.sessions
+    key = _key(body)
+    if event.get("type") == "DELETED":
+        sessions.forget(key)
+        return
+    status = sessions.last_status.get(key) or dict(body.get("status") or {})
+    generation = (body.get("metadata") or {}).get("generation")
+    if status.get("sessionSpec") and generation != status.get("observedGeneration"):
+        await _wake(key, memo)
 
 
 async def _child_changed(labels: Mapping[str, str], namespace: str | None, memo: kopf.Memo) -> None:

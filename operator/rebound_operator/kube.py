@@ -3,22 +3,34 @@
 Responses are read as raw JSON (`_preload_content=False`): the operator never needs the
 client's models, and a model that fails to validate an unusual object must not stop it.
 
-Creation is idempotent: a 409 AlreadyExists is adoption when the existing object is owned by
-the same BallSession (same UID), and an error otherwise.
+Creation is idempotent: a 409 AlreadyExists is adoption when the existing object's controller
+is the same BallSession (same UID). An object at a child's name that belongs to a deleted
+BallSession (or is being deleted) is waited for; anyone else's is a conflict and never
+touched (see `ownership`). Reads and deletions likewise only ever concern objects this
+session controls; pods are deleted with a UID precondition, so a pod that replaced ours in
+the meantime is never deleted.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from rebound_operator import GROUP, PLURAL, VERSION
-from rebound_operator.children import Manifest, Names
+from rebound_operator.children import ROLES, ApiRoute, Manifest, Names
+from rebound_operator.ownership import Holder, classify, describe_owner, owned_by
+from rebound_operator.text import one_line
+
+API_SERVER_NAMESPACE = "default"
+API_SERVER_NAME = "kubernetes"
+"""The API server's Service and EndpointSlice (kept there by the API server itself)."""
+REFUSED = frozenset({400, 403, 422})
+"""Statuses with which the API server refuses a request for good (retrying cannot help)."""
 
 
 def _json(response: Any) -> dict[str, Any]:
@@ -26,17 +38,55 @@ def _json(response: Any) -> dict[str, Any]:
     return dict(json.loads(response.data))
 
 
+def api_message(exc: ApiException) -> str:
+    """`HTTP 422 Unprocessable Entity: <the API server's message>`, one bounded line."""
+    text = f"HTTP {exc.status} {exc.reason or ''}".strip()
+    try:
+        message = json.loads(exc.body or "{}").get("message")
+    except (ValueError, AttributeError, RecursionError):
+        message = None
+    return one_line(f"{text}: {message}" if message else text)
+
+
 class ChildConflict(RuntimeError):
-    """A child's fixed name is taken by an object this BallSession does not own."""
+    """A child's fixed name is taken by an object that is not this BallSession's."""
+
+
+class ChildRefused(RuntimeError):
+    """The API server refused to create a child (invalid, forbidden, over quota, ...)."""
+
+
+class StatusRefused(RuntimeError):
+    """The API server refused a status update (too large, invalid, ...)."""
+
+
+@dataclass
+class Ensured:
+    """The outcome of creating a session's children."""
+
+    created: list[str] = field(default_factory=list)
+    """`Kind name` of each child created by this call."""
+    leaving: str | None = None
+    """Set if a name is still held by a leaving object: nothing after it was created."""
 
 
 @dataclass
 class Observed:
-    """Raw children as read from the API (None = not found)."""
+    """The children this session controls, as read from the API (None = not found/not ours)."""
 
     server: dict[str, Any] | None
     client: dict[str, Any] | None
-    signaling: dict[str, str] | None
+    server_data: dict[str, Any] | None
+    client_data: dict[str, Any] | None
+
+
+def _has_port(entry: Any) -> bool:
+    return isinstance(entry, dict) and isinstance(entry.get("port"), int)
+
+
+def _describe(manifest: Manifest) -> str:
+    meta = manifest["metadata"]
+    return f"{manifest['kind']} {meta['namespace']}/{meta['name']}"
 
 
 class Cluster:
@@ -54,6 +104,7 @@ class Cluster:
         self.core = client.CoreV1Api(self._api)
         self.rbac = client.RbacAuthorizationV1Api(self._api)
         self.networking = client.NetworkingV1Api(self._api)
+        self.discovery = client.DiscoveryV1Api(self._api)
         self.custom = client.CustomObjectsApi(self._api)
 
     @property
@@ -84,28 +135,6 @@ class Cluster:
         }
         return ops[kind]
 
-    def ensure(self, manifest: Manifest, owner_uid: str) -> str:
-        """Create `manifest`, or adopt the existing object if this owner already made it.
-
-        Returns "created" or "adopted"; raises ChildConflict if someone else owns the name.
-        """
-        meta = manifest["metadata"]
-        create, read = self._ops(manifest["kind"])
-        try:
-            create(meta["namespace"], manifest, _preload_content=False)
-            return "created"
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-        existing = _json(read(meta["name"], meta["namespace"], _preload_content=False))
-        owners = (existing.get("metadata") or {}).get("ownerReferences") or []
-        if any(ref.get("uid") == owner_uid for ref in owners):
-            return "adopted"
-        raise ChildConflict(
-            f"{manifest['kind']} {meta['namespace']}/{meta['name']} already exists and is not "
-            "owned by this BallSession"
-        )
-
     def _read_or_none(self, read: Callable[..., Any], name: str, namespace: str) -> Any:
         try:
             return _json(read(name, namespace, _preload_content=False))
@@ -114,17 +143,76 @@ class Cluster:
                 return None
             raise
 
-    def observe(self, session: str, namespace: str) -> Observed:
-        """The session's two pods and the signaling ConfigMap's data."""
+    def _holder(self, existing: dict[str, Any], owner_uid: str, namespace: str) -> Holder:
+        return classify(existing, owner_uid, lambda name: self.read_session(name, namespace))
+
+    def _judge(self, manifest: Manifest, existing: dict[str, Any], owner_uid: str) -> Holder:
+        """OURS or LEAVING; ChildConflict if a stranger holds the name."""
+        holder = self._holder(existing, owner_uid, manifest["metadata"]["namespace"])
+        if holder is Holder.STRANGER:
+            raise ChildConflict(
+                f"{_describe(manifest)} already exists and is not this BallSession's "
+                f"({describe_owner(existing)})"
+            )
+        return holder
+
+    def ensure(self, manifest: Manifest, owner_uid: str) -> Holder | None:
+        """Create `manifest`: None if created, OURS if this session already had it, LEAVING
+        if a leaving object holds the name; ChildConflict/ChildRefused otherwise."""
+        meta = manifest["metadata"]
+        create, read = self._ops(manifest["kind"])
+        try:
+            create(meta["namespace"], manifest, _preload_content=False)
+            return None
+        except ApiException as exc:
+            if exc.status in REFUSED:
+                raise ChildRefused(
+                    f"the API server refused to create {_describe(manifest)}: {api_message(exc)}"
+                ) from None
+            if exc.status != 409:
+                raise
+        existing = self._read_or_none(read, meta["name"], meta["namespace"])
+        if existing is None:
+            return Holder.LEAVING  # gone between our create and read: try again shortly
+        return self._judge(manifest, existing, owner_uid)
+
+    def ensure_all(self, manifests: Sequence[Manifest], owner_uid: str) -> Ensured:
+        """Create every child in order, stopping at the first name still held by a leaving
+        object. The pod names are checked first: a leaving session's pods must be gone before
+        anything is created, or they could write into the new session's ConfigMaps."""
+        for manifest in manifests:
+            if manifest["kind"] != "Pod":
+                continue
+            meta = manifest["metadata"]
+            existing = self._read_or_none(
+                self.core.read_namespaced_pod, meta["name"], meta["namespace"]
+            )
+            if existing is not None:
+                holder = self._judge(manifest, existing, owner_uid)
+                if holder is Holder.LEAVING:
+                    return Ensured(leaving=f"{_describe(manifest)} ({describe_owner(existing)})")
+        result = Ensured()
+        for manifest in manifests:
+            outcome = self.ensure(manifest, owner_uid)
+            if outcome is Holder.LEAVING:
+                result.leaving = _describe(manifest)
+                return result
+            if outcome is None:
+                result.created.append(f"{manifest['kind']} {manifest['metadata']['name']}")
+        return result
+
+    def observe(self, session: str, namespace: str, owner_uid: str) -> Observed:
+        """The session's two pods and its two ConfigMaps' data: only objects it controls."""
         names = Names.of(session)
-        configmap = self._read_or_none(
-            self.core.read_namespaced_config_map, names.configmap, namespace
-        )
-        return Observed(
-            server=self._read_or_none(self.core.read_namespaced_pod, names.server_pod, namespace),
-            client=self._read_or_none(self.core.read_namespaced_pod, names.client_pod, namespace),
-            signaling=None if configmap is None else dict(configmap.get("data") or {}),
-        )
+
+        def owned(read: Callable[..., Any], name: str) -> dict[str, Any] | None:
+            obj = self._read_or_none(read, name, namespace)
+            return obj if owned_by(obj, owner_uid) else None
+
+        pods = [owned(self.core.read_namespaced_pod, names.pod(r)) for r in ROLES]
+        maps = [owned(self.core.read_namespaced_config_map, names.configmap(r)) for r in ROLES]
+        data = [None if m is None else dict(m.get("data") or {}) for m in maps]
+        return Observed(server=pods[0], client=pods[1], server_data=data[0], client_data=data[1])
 
     def read_session(self, name: str, namespace: str) -> dict[str, Any] | None:
         """A BallSession, or None if it is gone."""
@@ -139,18 +227,71 @@ class Cluster:
                 return None
             raise
 
-    def patch_status(self, name: str, namespace: str, status: dict[str, Any]) -> None:
-        """Merge-patch the BallSession's status subresource."""
-        self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, PLURAL, name, {"status": status}, _preload_content=False
-        )
-
-    def delete_pod(self, name: str, namespace: str) -> None:
-        """Delete a pod (gone already is fine)."""
+    def sessions_served(self, namespace: str) -> bool:
+        """True once the API server serves BallSessions (their CRD is established)."""
         try:
-            self.core.delete_namespaced_pod(
-                name, namespace, grace_period_seconds=5, _preload_content=False
+            self.custom.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, limit=1, _preload_content=False
+            )
+            return True
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    def patch_status(self, name: str, namespace: str, status: dict[str, Any]) -> None:
+        """Merge-patch the BallSession's status subresource (StatusRefused if refused)."""
+        try:
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURAL, name, {"status": status}, _preload_content=False
             )
         except ApiException as exc:
-            if exc.status != 404:
+            if exc.status in REFUSED or exc.status == 413:
+                raise StatusRefused(api_message(exc)) from None
+            raise
+
+    def delete_pod(self, name: str, namespace: str, uid: str) -> None:
+        """Delete the pod `name` if it is still the one with this UID (gone already is fine)."""
+        body = client.V1DeleteOptions(
+            grace_period_seconds=5, preconditions=client.V1Preconditions(uid=uid)
+        )
+        try:
+            self.core.delete_namespaced_pod(name, namespace, body=body, _preload_content=False)
+        except ApiException as exc:
+            if exc.status not in (404, 409):  # 409: the UID precondition failed, not ours
                 raise
+
+    def api_routes(self) -> list[ApiRoute]:
+        """Where pods reach the API server: the `kubernetes` Service's ClusterIP and its
+        EndpointSlice's addresses (as a NetworkPolicy sees them before and after the Service
+        translation). Empty if neither can be read (the policy then falls back to ports)."""
+        routes: list[ApiRoute] = []
+        try:
+            service = _json(
+                self.core.read_namespaced_service(
+                    API_SERVER_NAME, API_SERVER_NAMESPACE, _preload_content=False
+                )
+            )
+            spec = service.get("spec") or {}
+            ips = [ip for ip in spec.get("clusterIPs") or [spec.get("clusterIP")] if ip]
+            ports = [p["port"] for p in spec.get("ports") or [] if _has_port(p)]
+            routes.append(ApiRoute(tuple(map(str, ips)), tuple(ports)))
+        except ApiException:
+            pass
+        try:
+            slice_ = _json(
+                self.discovery.read_namespaced_endpoint_slice(
+                    API_SERVER_NAME, API_SERVER_NAMESPACE, _preload_content=False
+                )
+            )
+            addresses = [
+                str(address)
+                for endpoint in slice_.get("endpoints") or []
+                if isinstance(endpoint, dict)
+                for address in endpoint.get("addresses") or []
+            ]
+            ports = [p["port"] for p in slice_.get("ports") or [] if _has_port(p)]
+            routes.append(ApiRoute(tuple(addresses), tuple(ports)))
+        except ApiException:
+            pass
+        return routes

@@ -2,29 +2,34 @@
 
 Pure: no Kubernetes client, no clock. The handlers gather an `Observation`, call `evaluate`,
 patch the status it returns, post its events, stop the pods it names and wake up again at
-`Verdict.wake_at`. Phases summarise the conditions (Kubernetes API conventions):
+`Verdict.wake_at`. Phases summarise the conditions (Kubernetes API conventions) and never
+move backwards:
 
     Pending -> Signaling -> Connected -> Succeeded | Failed
 
 Condition types (all set on the first visit, `Unknown` where nothing is known yet):
-PodsReady (both peer pods running), Signaled (offer and answer exchanged), Connected (the
-server is streaming and publishing metrics), Succeeded, Failed, MetricsReadable (the
-ConfigMap's metrics/summary parse; False names the malformed key). Every path out of a pod
-problem, a timeout or a bad result ends Failed with a CamelCase reason and a message naming
-the cause. Like a Job, a session is terminal only once its pods ended or are being stopped.
+Ready / Reconciling / Stalled (kstatus: what Flux and Argo CD read), PodsReady (both peer
+pods running), Signaled (offer and answer exchanged), Connected (the server is streaming),
+Succeeded, Failed, MetricsReadable (the server's metrics/summary parse and are plausible;
+False names the key and why). Every path out of a pod problem, a timeout or a bad result
+ends Failed with a CamelCase reason and a message naming the cause. Like a Job, a session is
+terminal only once its pods ended or are being stopped.
+
+Everything a peer or the kubelet hands over is untrusted: ConfigMap values are checked by
+`metrics` and any text copied into a message is cut to one short line (`text`).
 """
 
 from __future__ import annotations
 
-import json
-import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import fnmatch
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from peers.config import SUMMARY_KEYS
-from rebound_operator.spec import BallSessionSpec
+from rebound_operator.metrics import MetricsReading, read_metrics
+from rebound_operator.spec import BallSessionSpec, InvalidSpec, parse_spec
+from rebound_operator.text import MAX_MESSAGE, one_line, seconds
 
 PENDING, SIGNALING, CONNECTED, SUCCEEDED, FAILED = (
     "Pending",
@@ -35,7 +40,19 @@ PENDING, SIGNALING, CONNECTED, SUCCEEDED, FAILED = (
 )
 PHASES = (PENDING, SIGNALING, CONNECTED, SUCCEEDED, FAILED)
 TERMINAL = frozenset({SUCCEEDED, FAILED})
-CONDITION_TYPES = ("PodsReady", "Signaled", "Connected", "Succeeded", "Failed", "MetricsReadable")
+CONDITION_TYPES = (
+    "Ready",
+    "Reconciling",
+    "Stalled",
+    "PodsReady",
+    "Signaled",
+    "Connected",
+    "Succeeded",
+    "Failed",
+    "MetricsReadable",
+)
+WAITING_FOR_CLEANUP = "WaitingForCleanup"
+"""Pending reason while a child's name is still held by a deleted session's object."""
 
 IMAGE_PULL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName"})
 START_FAILURE_REASONS = frozenset(
@@ -52,9 +69,9 @@ def format_time(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def parse_time(text: str | None) -> datetime | None:
+def parse_time(text: Any) -> datetime | None:
     """A Kubernetes timestamp, or None."""
-    if not text:
+    if not text or not isinstance(text, str):
         return None
     try:
         return datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -62,9 +79,20 @@ def parse_time(text: str | None) -> datetime | None:
         return None
 
 
+# ---- what the children say ---------------------------------------------------------------
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _detail(value: Any) -> str | None:
+    return None if value is None else one_line(value)
+
+
 @dataclass(frozen=True)
 class PodView:
-    """What the state machine needs to know about one peer pod."""
+    """What the state machine needs to know about one peer pod (text fields bounded)."""
 
     name: str
     phase: str = "Pending"
@@ -74,40 +102,44 @@ class PodView:
     message: str | None = None
     started: bool = False
     finished_at: datetime | None = None
+    uid: str = ""
 
     @classmethod
     def from_manifest(cls, pod: Mapping[str, Any]) -> PodView:
         """Summarise a Pod object (as returned by the API)."""
+        meta = pod.get("metadata") or {}
         status = pod.get("status") or {}
-        name = str((pod.get("metadata") or {}).get("name", "?"))
         view = cls(
-            name=name,
-            phase=str(status.get("phase") or "Pending"),
-            reason=status.get("reason"),
-            message=status.get("message"),
+            name=one_line(meta.get("name", "?")),
+            uid=str(meta.get("uid") or ""),
+            phase=one_line(status.get("phase") or "Pending", 32),
+            reason=_detail(status.get("reason")),
+            message=_detail(status.get("message")),
         )
         for container in status.get("containerStatuses") or []:
             state = container.get("state") or {}
             if "terminated" in state:
                 term = state["terminated"] or {}
-                return cls(
-                    name=name,
-                    phase=view.phase,
-                    exit_code=term.get("exitCode"),
-                    reason=term.get("reason") or view.reason,
-                    message=term.get("message") or view.message,
+                code = term.get("exitCode")
+                return replace(
+                    view,
+                    exit_code=code
+                    if isinstance(code, int) and not isinstance(code, bool)
+                    else None,
+                    reason=_detail(term.get("reason")) or view.reason,
+                    message=_detail(term.get("message")) or view.message,
                     started=True,
                     finished_at=parse_time(term.get("finishedAt")),
                 )
             if "running" in state:
-                return cls(name=name, phase=view.phase, started=True)
+                return replace(view, reason=None, message=None, started=True)
             if "waiting" in state:
                 waiting = state["waiting"] or {}
-                return cls(
-                    name=name,
-                    phase=view.phase,
-                    waiting_reason=waiting.get("reason"),
-                    message=waiting.get("message") or view.message,
+                return replace(
+                    view,
+                    reason=None,
+                    waiting_reason=_detail(waiting.get("reason")),
+                    message=_detail(waiting.get("message")) or view.message,
                 )
         return view
 
@@ -128,6 +160,45 @@ class PodView:
 
 
 @dataclass(frozen=True)
+class Signals:
+    """What the two signaling ConfigMaps say, each read only for the keys its writer owns:
+    `offer`, `metrics`, `summary`, `error` from the server's; `answer`, `error` from the
+    client's (docs/CONTRACTS.md). Anything else in them is ignored."""
+
+    offer: bool = False
+    answer: bool = False
+    metrics: str | None = None
+    summary: str | None = None
+    server_error: str | None = None
+    client_error: str | None = None
+    missing: tuple[str, ...] = ()
+    """Roles whose ConfigMap does not exist (any more)."""
+
+    @classmethod
+    def read(cls, server: Mapping[str, Any] | None, client: Mapping[str, Any] | None) -> Signals:
+        """From the `data` of the server's and the client's ConfigMap (None = not found)."""
+        s, c = server or {}, client or {}
+
+        def error(data: Mapping[str, Any]) -> str | None:
+            value = _text(data.get("error"))
+            return one_line(value) if value else None
+
+        return cls(
+            offer=bool(_text(s.get("offer"))),
+            answer=bool(_text(c.get("answer"))),
+            metrics=_text(s.get("metrics")),
+            summary=_text(s.get("summary")),
+            server_error=error(s),
+            client_error=error(c),
+            missing=tuple(r for r, d in (("server", server), ("client", client)) if d is None),
+        )
+
+    def error(self, role: str) -> str | None:
+        """The one-line error a role's peer wrote, if any."""
+        return self.server_error if role == "server" else self.client_error
+
+
+@dataclass(frozen=True)
 class Observation:
     """Everything observed about one session at one moment."""
 
@@ -135,7 +206,7 @@ class Observation:
     start: datetime
     server: PodView | None
     client: PodView | None
-    signaling: Mapping[str, str] | None
+    signals: Signals = field(default_factory=Signals)
     pending_timeout: timedelta = timedelta(minutes=5)
 
 
@@ -164,81 +235,51 @@ class Verdict:
         return str(self.status.get("phase", PENDING))
 
 
-# ---- metrics --------------------------------------------------------------------------
-
-_INTEGER_KEYS = frozenset(
-    {"frames_sent", "coordinates_received", "frames_matched", "frames_dropped_by_client"}
-)
+# ---- gates before any child exists --------------------------------------------------------
 
 
-def _bad_value(key: str, value: Any) -> str | None:
-    if value is None:
+def image_refusal(
+    spec: BallSessionSpec, default_image: str, allowed: Sequence[str]
+) -> tuple[str, str] | None:
+    """("ImageNotAllowed", why) if the peer image is not the default nor matches an allowed
+    pattern (shell-style, `*` matches anything including `/`), else None."""
+    image = spec.image or default_image
+    if image == default_image or any(fnmatch.fnmatchcase(image, p) for p in allowed):
         return None
-    integer = key in _INTEGER_KEYS
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return f"{key} is not a number"
-    if integer and not isinstance(value, int):
-        return f"{key} is not an integer"
-    if not math.isfinite(value):
-        return f"{key} is not finite"
-    return None
+    return "ImageNotAllowed", (
+        f"spec.image {one_line(image, 128)} is not allowed by the operator "
+        f"(--peer-image or an --allowed-image pattern)"
+    )
 
 
-def check_metrics(text: str | None) -> tuple[dict[str, Any] | None, str | None]:
-    """Parse the peers' summary JSON: (dict of exactly SUMMARY_KEYS, None) or (None, why not).
+def recorded_spec(status: Mapping[str, Any]) -> BallSessionSpec | None:
+    """The spec the children were created from (`status.sessionSpec`), if recorded.
 
-    Absent or empty text is (None, None): nothing published yet is not a problem.
+    InvalidSpec if a recorded spec no longer validates.
     """
-    if not text:
-        return None, None
+    recorded = status.get("sessionSpec")
+    if not isinstance(recorded, Mapping):
+        return None
+    return parse_spec(dict(recorded), where="status.sessionSpec")
+
+
+def spec_changed(
+    recorded: BallSessionSpec, current: Mapping[str, Any], generation: int | None
+) -> Event | None:
+    """A Warning if the spec now differs from the one the children were created from."""
     try:
-        raw = json.loads(text)
-    except ValueError as exc:
-        return None, f"not JSON ({getattr(exc, 'msg', exc)})"
-    if not isinstance(raw, dict):
-        return None, f"not a JSON object but {type(raw).__name__}"
-    missing = [key for key in SUMMARY_KEYS if key not in raw]
-    extra = sorted(str(key) for key in raw if key not in SUMMARY_KEYS)
-    if missing or extra:
-        parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
-            [f"unexpected {', '.join(extra)}"] if extra else []
-        )
-        return None, "; ".join(parts)
-    for key in SUMMARY_KEYS:
-        bad = _bad_value(key, raw[key])
-        if bad:
-            return None, bad
-    return {key: raw[key] for key in SUMMARY_KEYS}, None
-
-
-def parse_metrics(text: str | None) -> dict[str, Any] | None:
-    """The peers' summary JSON as a dict of exactly SUMMARY_KEYS; None if absent or malformed."""
-    return check_metrics(text)[0]
-
-
-@dataclass(frozen=True)
-class MetricsReading:
-    """What the signaling ConfigMap says about the measurement."""
-
-    final: dict[str, Any] | None
-    """The server's final `summary`, if present and well-formed."""
-    live: dict[str, Any] | None
-    """The best available numbers: the summary, else the live `metrics`."""
-    problem: str | None
-    """Why a present value was ignored, e.g. `data.summary: not JSON (...)`."""
-
-
-def read_metrics(data: Mapping[str, str]) -> MetricsReading:
-    """The summary and live metrics of a ConfigMap's data; malformed values never raise."""
-    final, summary_problem = check_metrics(data.get("summary"))
-    live, live_problem = check_metrics(data.get("metrics"))
-    if summary_problem:
-        problem: str | None = f"data.summary: {summary_problem}"
-    elif live_problem and final is None:
-        problem = f"data.metrics: {live_problem}"
-    else:
-        problem = None
-    return MetricsReading(final=final, live=final or live, problem=problem)
+        same = parse_spec(dict(current)).record() == recorded.record()
+    except InvalidSpec:
+        same = False
+    if same:
+        return None
+    return Event(
+        "Warning",
+        "SpecChanged",
+        f"spec changed (generation {generation}) after the children were created; the "
+        "session keeps the spec it started with (status.sessionSpec): delete and re-create "
+        "the BallSession to run the new one",
+    )
 
 
 # ---- failures ---------------------------------------------------------------------------
@@ -250,8 +291,8 @@ def _pod_failure(pod: PodView, role: str, obs: Observation) -> tuple[str, str] |
             pod.message or pod.waiting_reason or ""
         )
     if pod.waiting_reason in START_FAILURE_REASONS:
-        return "PodStartFailed", f"{role} pod {pod.name} cannot start: " + (
-            pod.message or pod.waiting_reason or ""
+        return "PodStartFailed", f"{role} pod {pod.name} cannot start ({pod.waiting_reason}): " + (
+            pod.message or "no message from the kubelet"
         )
     if pod.failed:
         if pod.exit_code == EXIT_TIMEOUT:
@@ -262,13 +303,13 @@ def _pod_failure(pod: PodView, role: str, obs: Observation) -> tuple[str, str] |
         detail = f"exit code {pod.exit_code}" if pod.exit_code is not None else "no exit code"
         if pod.reason:
             detail += f", {pod.reason}"
-        error = (obs.signaling or {}).get("error")
+        error = obs.signals.error(role)
         suffix = f": {error}" if error else ""
         return "PodFailed", f"{role} pod {pod.name} failed ({detail}){suffix}"
     if not pod.started and obs.now - obs.start > obs.pending_timeout:
-        minutes = obs.pending_timeout.total_seconds() / 60
         return "PodPendingTooLong", (
-            f"{role} pod {pod.name} has not started after {minutes:g} min"
+            f"{role} pod {pod.name} has not started after "
+            f"{seconds(obs.pending_timeout.total_seconds())}"
             + (f" ({pod.waiting_reason})" if pod.waiting_reason else "")
         )
     return None
@@ -281,12 +322,12 @@ def _failure(spec: BallSessionSpec, obs: Observation) -> tuple[str, str] | None:
         found = _pod_failure(pod, role, obs)
         if found:
             return found
-    data = obs.signaling
-    if data is None:
-        return "SignalingLost", "the signaling ConfigMap was deleted"
+    signals = obs.signals
+    if signals.missing:
+        return "SignalingLost", f"the {signals.missing[0]}'s signaling ConfigMap was deleted"
     elapsed = (obs.now - obs.start).total_seconds()
-    if "answer" not in data and elapsed > spec.signaling_timeout_seconds:
-        missing = "answer from the client" if "offer" in data else "offer from the server"
+    if not signals.answer and elapsed > spec.signaling_timeout_seconds:
+        missing = "answer from the client" if signals.offer else "offer from the server"
         return "SignalingTimeout", (
             f"no {missing} within signalingTimeoutSeconds={spec.signaling_timeout_seconds}"
         )
@@ -301,11 +342,16 @@ def _judge_result(spec: BallSessionSpec, reading: MetricsReading) -> tuple[str, 
     """Phase, reason and message for a session whose server completed."""
     metrics = reading.final
     if metrics is None:
-        why = f" ({reading.problem})" if reading.problem else ""
-        return FAILED, "MetricsMissing", f"the server completed without a readable summary{why}"
-    mean = metrics.get("mean_error_px")
-    if mean is None or not metrics.get("frames_matched"):
-        sent = metrics.get("frames_sent")
+        if reading.summary_problem:
+            return (
+                FAILED,
+                "MalformedMetrics",
+                (f"the server completed with an unusable summary ({reading.summary_problem})"),
+            )
+        return FAILED, "MetricsMissing", "the server completed without publishing a summary"
+    mean = metrics["mean_error_px"]
+    if mean is None or not metrics["frames_matched"]:
+        sent = metrics["frames_sent"]
         return FAILED, "NoMeasurements", f"no coordinate matched any of the {sent} frames sent"
     if mean > spec.max_mean_error_px:
         return (
@@ -313,20 +359,21 @@ def _judge_result(spec: BallSessionSpec, reading: MetricsReading) -> tuple[str, 
             "ErrorTooHigh",
             f"mean error {mean:.4g} px exceeds maxMeanErrorPx {spec.max_mean_error_px:g}",
         )
+    p95 = metrics["p95_error_px"]
     return (
         SUCCEEDED,
         "Completed",
         (
             f"{metrics['frames_matched']}/{metrics['frames_sent']} frames matched, "
-            f"mean error {mean:.4g} px, p95 {metrics.get('p95_error_px')} px"
+            f"mean error {mean:.4g} px, p95 {'n/a' if p95 is None else f'{p95:.4g}'} px"
         ),
     )
 
 
 def _phase(
-    spec: BallSessionSpec, obs: Observation, data: Mapping[str, str], reading: MetricsReading
+    spec: BallSessionSpec, obs: Observation, reading: MetricsReading
 ) -> tuple[str, str, str]:
-    server, client = obs.server, obs.client
+    server, client, signals = obs.server, obs.client, obs.signals
     if server is not None and server.succeeded:
         # The measurement is complete; what the client does afterwards cannot undo it.
         client_done = client is None or client.ended
@@ -337,11 +384,11 @@ def _phase(
     failure = _failure(spec, obs)
     if failure:
         return FAILED, *failure
-    if "answer" in data and reading.live is not None:
+    if signals.answer and reading.live is not None:
         return CONNECTED, "Streaming", "the peers are connected and streaming"
-    if "answer" in data:
+    if signals.answer:
         return SIGNALING, "Connecting", "answer received; the peers are connecting"
-    if "offer" in data:
+    if signals.offer:
         return SIGNALING, "WaitingForAnswer", "the server offered; waiting for the client's answer"
     if any(p is not None and p.started for p in (server, client)):
         return SIGNALING, "WaitingForOffer", "waiting for the server's offer"
@@ -350,25 +397,27 @@ def _phase(
 
 # ---- conditions -------------------------------------------------------------------------
 
+Value = tuple[bool | None, str, str]
+"""A condition's (status, reason, message)."""
+
 
 def _condition(
     kind: str,
-    value: bool | None,
-    reason: str,
-    message: str,
+    value: Value,
     previous: Mapping[str, Mapping[str, Any]],
     now: datetime,
     generation: int | None,
 ) -> dict[str, Any]:
     """One condition; lastTransitionTime moves only when its status changes."""
-    status = "Unknown" if value is None else ("True" if value else "False")
+    flag, reason, message = value
+    status = "Unknown" if flag is None else ("True" if flag else "False")
     before = previous.get(kind) or {}
     unchanged = before.get("status") == status and bool(before.get("lastTransitionTime"))
     return {
         "type": kind,
         "status": status,
         "reason": reason,
-        "message": message,
+        "message": one_line(message, MAX_MESSAGE),
         "lastTransitionTime": before["lastTransitionTime"] if unchanged else format_time(now),
         "observedGeneration": generation,
     }
@@ -379,7 +428,37 @@ def _by_type(status: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     return {str(c.get("type")): c for c in conditions if isinstance(c, Mapping)}
 
 
-def _pods_ready(server: PodView | None, client: PodView | None) -> tuple[bool, str, str]:
+def _kstatus(phase: str, reason: str, message: str) -> dict[str, Value]:
+    """Ready / Reconciling / Stalled as kstatus (Flux, Argo CD) reads them."""
+    return {
+        "Ready": (phase == SUCCEEDED, reason, message),
+        "Reconciling": (phase not in TERMINAL, reason, message),
+        "Stalled": (phase == FAILED, reason, message),
+    }
+
+
+def _status(
+    phase: str,
+    reason: str,
+    message: str,
+    values: Mapping[str, Value],
+    previous: Mapping[str, Any],
+    now: datetime,
+    generation: int | None,
+) -> dict[str, Any]:
+    """A status with every condition type, in CONDITION_TYPES order."""
+    before = _by_type(previous)
+    every = {**_kstatus(phase, reason, message), **values}
+    return {
+        "phase": phase,
+        "reason": reason,
+        "message": one_line(message, MAX_MESSAGE),
+        "observedGeneration": generation,
+        "conditions": [_condition(k, every[k], before, now, generation) for k in CONDITION_TYPES],
+    }
+
+
+def _pods_ready(server: PodView | None, client: PodView | None) -> Value:
     pods = [("server", server), ("client", client)]
     for role, pod in pods:
         if pod is None:
@@ -391,6 +470,8 @@ def _pods_ready(server: PodView | None, client: PodView | None) -> tuple[bool, s
     waiting = [p for p in present if not p.started]
     if waiting:
         reason = next((p.waiting_reason for p in waiting if p.waiting_reason), "PodsPending")
+        if not reason.isalnum():
+            reason = "PodsPending"  # a reason must be CamelCase; kubelet text may not be
         names = ", ".join(
             p.name + (f" ({p.waiting_reason})" if p.waiting_reason else "") for p in waiting
         )
@@ -398,7 +479,7 @@ def _pods_ready(server: PodView | None, client: PodView | None) -> tuple[bool, s
     return True, "PodsRunning", "both peer pods are running"
 
 
-def _metrics_readable(reading: MetricsReading) -> tuple[bool | None, str, str]:
+def _metrics_readable(reading: MetricsReading) -> Value:
     if reading.problem:
         return False, "MalformedMetrics", f"ignored {reading.problem}"
     if reading.final is not None:
@@ -415,38 +496,85 @@ def failed_status(
     previous: Mapping[str, Any] | None = None,
     generation: int | None = None,
 ) -> dict[str, Any]:
-    """A terminal Failed status for problems found before any pod ran (InvalidSpec, ...)."""
+    """A terminal Failed status for problems found outside `evaluate` (InvalidSpec,
+    ChildConflict, ImageNotAllowed, an internal error, ...)."""
     previous = previous or {}
+    failed: Value = (True, reason, message)
+    ended: Value = (False, reason, message)
     before = _by_type(previous)
+    readable = before.get("MetricsReadable") or {}
+    status = _status(
+        FAILED,
+        reason,
+        message,
+        {
+            "PodsReady": ended,
+            "Signaled": ended,
+            "Connected": ended,
+            "Succeeded": ended,
+            "Failed": failed,
+            "MetricsReadable": (
+                {"True": True, "False": False}.get(str(readable.get("status"))),
+                str(readable.get("reason") or "NoMetricsYet"),
+                str(readable.get("message") or "no metrics were read"),
+            ),
+        },
+        previous,
+        now,
+        generation,
+    )
+    status["startTime"] = previous.get("startTime") or format_time(now)
+    status["completionTime"] = format_time(now)
+    return status
 
-    def cond(kind: str, value: bool | None, why: str, text: str) -> dict[str, Any]:
-        return _condition(kind, value, why, text, before, now, generation)
 
-    return {
-        "phase": FAILED,
-        "reason": reason,
-        "message": message,
-        "observedGeneration": generation,
-        "startTime": previous.get("startTime") or format_time(now),
-        "completionTime": format_time(now),
-        "conditions": [
-            cond("PodsReady", False, reason, message),
-            cond("Signaled", False, reason, message),
-            cond("Connected", False, reason, message),
-            cond("Succeeded", False, reason, message),
-            cond("Failed", True, reason, message),
-            cond("MetricsReadable", None, "NoMetricsYet", "no peer ran"),
-        ],
-    }
+def waiting_status(
+    message: str,
+    now: datetime,
+    previous: Mapping[str, Any] | None = None,
+    generation: int | None = None,
+) -> dict[str, Any]:
+    """Pending/WaitingForCleanup: a child's name is held by a deleted session's object."""
+    previous = previous or {}
+    unknown: Value = (None, WAITING_FOR_CLEANUP, message)
+    status = _status(
+        PENDING,
+        WAITING_FOR_CLEANUP,
+        message,
+        {
+            "PodsReady": (False, WAITING_FOR_CLEANUP, message),
+            "Signaled": unknown,
+            "Connected": unknown,
+            "Succeeded": (False, "Running", "the session has not finished"),
+            "Failed": (False, "NoFailure", "no failure observed"),
+            "MetricsReadable": (None, "NoMetricsYet", "no peer ran yet"),
+        },
+        previous,
+        now,
+        generation,
+    )
+    status["startTime"] = previous.get("startTime") or format_time(now)
+    return status
+
+
+def acknowledge(previous: Mapping[str, Any], generation: int | None) -> dict[str, Any]:
+    """For a terminal session whose spec changed: the same status, observed at `generation`
+    (so kstatus readers do not wait forever for a spec nobody will run)."""
+    conditions = [
+        {**c, "observedGeneration": generation}
+        for c in previous.get("conditions") or []
+        if isinstance(c, Mapping)
+    ]
+    return {"observedGeneration": generation, "conditions": conditions}
 
 
 # ---- timing -----------------------------------------------------------------------------
 
 
-def _wake_at(spec: BallSessionSpec, obs: Observation, data: Mapping[str, str]) -> datetime | None:
+def _wake_at(spec: BallSessionSpec, obs: Observation) -> datetime | None:
     """The earliest future moment at which a time-based rule could change the verdict."""
     moments: list[datetime] = []
-    if "answer" not in data:
+    if not obs.signals.answer:
         moments.append(obs.start + timedelta(seconds=spec.signaling_timeout_seconds))
     if spec.active_deadline_seconds:
         moments.append(obs.start + timedelta(seconds=spec.active_deadline_seconds))
@@ -468,6 +596,10 @@ def still_running(*pods: PodView | None) -> list[str]:
     return [p.name for p in pods if p is not None and not p.ended]
 
 
+def _rank(phase: Any) -> int:
+    return PHASES.index(phase) if phase in PHASES else -1
+
+
 def evaluate(
     spec: BallSessionSpec,
     obs: Observation,
@@ -478,62 +610,56 @@ def evaluate(
     old_phase = previous.get("phase")
     if old_phase in TERMINAL:
         return Verdict(status={})  # terminal states are final
-    data: Mapping[str, str] = obs.signaling or {}
-    reading = read_metrics(data)
-    server, client = obs.server, obs.client
+    reading = read_metrics(obs.signals.summary, obs.signals.metrics)
+    server, client, signals = obs.server, obs.client, obs.signals
 
-    phase, reason, message = _phase(spec, obs, data, reading)
+    phase, reason, message = _phase(spec, obs, reading)
+    if phase not in TERMINAL and _rank(phase) < _rank(old_phase):
+        # Phases never move backwards (e.g. live metrics turning malformed while Connected).
+        phase = str(old_phase)
+        reason = str(previous.get("reason") or reason)
+        message = str(previous.get("message") or message)
     terminal = phase in TERMINAL
-    before = _by_type(previous)
 
-    def cond(kind: str, value: bool | None, why: str, text: str) -> dict[str, Any]:
-        return _condition(kind, value, why, text, before, obs.now, generation)
-
-    signaled = "answer" in data
-    if signaled:
-        signal_reason = "AnswerReceived"
+    if signals.answer:
+        signal_value: Value = (True, "AnswerReceived", "offer and answer exchanged")
     elif reason == "SignalingTimeout":
-        signal_reason = reason
+        signal_value = (False, reason, message)
+    elif signals.offer:
+        signal_value = (False, "WaitingForAnswer", message)
     else:
-        signal_reason = "WaitingForAnswer" if "offer" in data else "WaitingForOffer"
-    connected = phase == CONNECTED and reading.live is not None
-    conditions = [
-        cond("PodsReady", *_pods_ready(server, client)),
-        cond(
-            "Signaled",
-            signaled,
-            signal_reason,
-            "offer and answer exchanged" if signaled else message,
-        ),
-        cond(
-            "Connected",
-            connected,
-            "Streaming" if connected else ("SessionEnded" if terminal else "NotConnected"),
-            "the server is streaming and publishing metrics"
-            if connected
-            else ("the session has ended" if terminal else "not streaming yet"),
-        ),
-        cond(
-            "Succeeded",
-            phase == SUCCEEDED,
-            reason if terminal else "Running",
-            message if terminal else "the session has not finished",
-        ),
-        cond(
-            "Failed",
-            phase == FAILED,
-            reason if phase == FAILED else "NoFailure",
-            message if phase == FAILED else "no failure observed",
-        ),
-        cond("MetricsReadable", *_metrics_readable(reading)),
-    ]
-    status: dict[str, Any] = {
-        "phase": phase,
-        "reason": reason,
-        "message": message,
-        "conditions": conditions,
-        "observedGeneration": generation,
-    }
+        signal_value = (False, "WaitingForOffer", message)
+    connected = phase == CONNECTED
+    status = _status(
+        phase,
+        reason,
+        message,
+        {
+            "PodsReady": _pods_ready(server, client),
+            "Signaled": signal_value,
+            "Connected": (
+                connected,
+                "Streaming" if connected else ("SessionEnded" if terminal else "NotConnected"),
+                "the peers are connected and the server is streaming"
+                if connected
+                else ("the session has ended" if terminal else "not streaming yet"),
+            ),
+            "Succeeded": (
+                phase == SUCCEEDED,
+                reason if terminal else "Running",
+                message if terminal else "the session has not finished",
+            ),
+            "Failed": (
+                phase == FAILED,
+                reason if phase == FAILED else "NoFailure",
+                message if phase == FAILED else "no failure observed",
+            ),
+            "MetricsReadable": _metrics_readable(reading),
+        },
+        previous,
+        obs.now,
+        generation,
+    )
     if reading.live is not None:
         status["metrics"] = {**reading.live, "final": reading.final is not None}
     if terminal:
@@ -542,14 +668,22 @@ def evaluate(
     verdict = Verdict(status=status)
     if phase != old_phase:
         verdict.events.append(
-            Event("Warning" if phase == FAILED else "Normal", reason, f"{phase}: {message}")
+            Event(
+                "Warning" if phase == FAILED else "Normal",
+                reason,
+                one_line(f"{phase}: {message}", MAX_MESSAGE),
+            )
         )
-    was_readable = (before.get("MetricsReadable") or {}).get("status")
+    was_readable = (_by_type(previous).get("MetricsReadable") or {}).get("status")
     if reading.problem and was_readable != "False":
-        verdict.events.append(Event("Warning", "MalformedMetrics", f"ignored {reading.problem}"))
+        verdict.events.append(
+            Event(
+                "Warning", "MalformedMetrics", one_line(f"ignored {reading.problem}", MAX_MESSAGE)
+            )
+        )
     if terminal:
         # Nothing keeps streaming after the verdict; pods that ended stay for their logs.
         verdict.stop_pods = still_running(server, client)
     else:
-        verdict.wake_at = _wake_at(spec, obs, data)
+        verdict.wake_at = _wake_at(spec, obs)
     return verdict

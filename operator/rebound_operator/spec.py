@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
-from peers.config import IceServer, SessionSpec
+from peers.config import SessionSpec
 
 Quantity = int | str
+
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+"""A Kubernetes object name such as a Secret's (RFC 1123 subdomain)."""
+SECRET_KEY = r"^[-._a-zA-Z0-9]+$"
+"""A key of a Secret's data."""
+ICE_URL = r"^(stun|stuns|turn|turns):"
 
 
 def _default_requests() -> dict[str, Quantity]:
@@ -29,6 +35,47 @@ class Resources(BaseModel):
     limits: dict[str, Quantity] = Field(default_factory=_default_limits)
 
 
+class SecretKeyRef(BaseModel):
+    """One key of a Secret in the session's namespace."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)
+    key: str = Field(min_length=1, max_length=253, pattern=SECRET_KEY)
+
+
+class SessionIceServer(BaseModel):
+    """A STUN/TURN server as a BallSession names it: the credential stays in a Secret.
+
+    The pods get `--ice-servers` without any credential and the credential of server `i`
+    as the env var `REBOUND_ICE_CREDENTIAL_<i>` from `credentialSecretRef` (docs/CONTRACTS.md).
+    """
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    urls: list[Annotated[str, Field(min_length=1, max_length=512, pattern=ICE_URL)]] = Field(
+        min_length=1, max_length=8
+    )
+    username: str | None = Field(None, max_length=256)
+    credential_secret_ref: SecretKeyRef | None = None
+
+    @model_validator(mode="after")
+    def _credentials_complete(self) -> SessionIceServer:
+        if (self.username is None) != (self.credential_secret_ref is None):
+            raise ValueError("username and credentialSecretRef go together")
+        turn = any(url.startswith(("turn:", "turns:")) for url in self.urls)
+        if turn and self.credential_secret_ref is None:
+            raise ValueError("turn: and turns: URLs need a username and credentialSecretRef")
+        return self
+
+    def peer_view(self) -> dict[str, Any]:
+        """What the peers' `--ice-servers` JSON holds for this server: never a credential."""
+        view: dict[str, Any] = {"urls": list(self.urls)}
+        if self.username is not None:
+            view["username"] = self.username
+        return view
+
+
 class BallSessionSpec(SessionSpec):
     """Everything a BallSession's spec may say; defaults equal the CRD's."""
 
@@ -39,23 +86,27 @@ class BallSessionSpec(SessionSpec):
     active_deadline_seconds: int = Field(3600, ge=0, le=604_800)
     image: str = Field("", max_length=512)
     resources: Resources = Field(default_factory=Resources)
-    ice_servers: list[IceServer] = Field(default_factory=list, max_length=8)
+    ice_servers: list[SessionIceServer] = Field(default_factory=list, max_length=8)
 
     def session(self) -> SessionSpec:
         """Just the part the server peer needs."""
         return SessionSpec.model_validate(self.model_dump(include=set(SessionSpec.model_fields)))
+
+    def record(self) -> dict[str, Any]:
+        """The spec as recorded in `status.sessionSpec` (camelCase, defaults filled in)."""
+        return self.model_dump(by_alias=True, mode="json", exclude_none=True)
 
 
 class InvalidSpec(ValueError):
     """The spec cannot be run; the message is one line for the status condition."""
 
 
-def parse_spec(raw: dict[str, Any]) -> BallSessionSpec:
+def parse_spec(raw: dict[str, Any], where: str = "spec") -> BallSessionSpec:
     """Validate a BallSession's spec; InvalidSpec with a readable one-line message if bad."""
     try:
         return BallSessionSpec.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
+        path = ".".join(str(p) for p in first["loc"])
         message = str(first["msg"]).removeprefix("Value error, ")
-        raise InvalidSpec(f"spec.{where}: {message}" if where else f"spec: {message}") from None
+        raise InvalidSpec(f"{where}.{path}: {message}" if path else f"{where}: {message}") from None

@@ -25,8 +25,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--signaling-host", default=DEFAULT_HOST, help="tcp-socket host")
     group.add_argument("--signaling-port", type=int, default=DEFAULT_PORT, help="tcp-socket port")
-    group.add_argument("--configmap", help="configmap signaling: the ConfigMap's name")
-    group.add_argument("--namespace", help="configmap signaling: the ConfigMap's namespace")
+    group.add_argument(
+        "--configmap",
+        metavar="NAME",
+        help="configmap signaling: this peer's own ConfigMap (the only one it writes)",
+    )
+    group.add_argument(
+        "--peer-configmap",
+        metavar="NAME",
+        help="configmap signaling: the other peer's ConfigMap (only read and watched)",
+    )
+    group.add_argument("--namespace", help="configmap signaling: the ConfigMaps' namespace")
     group.add_argument("--kubeconfig", help="configmap signaling outside a cluster")
 
 
@@ -34,8 +43,15 @@ def validate_arguments(args: argparse.Namespace) -> str | None:
     """A one-line problem with the signaling flags, or None."""
     if args.signaling == "tcp-socket" and not 0 < args.signaling_port < 65536:
         return f"--signaling-port {args.signaling_port} is not a TCP port (1-65535)"
-    if args.signaling == "configmap" and not (args.configmap and args.namespace):
-        return "--signaling configmap needs --configmap NAME and --namespace NS"
+    if args.signaling == "configmap" and not (
+        args.configmap and args.peer_configmap and args.namespace
+    ):
+        return (
+            "--signaling configmap needs --configmap NAME (this peer's), "
+            "--peer-configmap NAME (the other peer's) and --namespace NS"
+        )
+    if args.signaling == "configmap" and args.configmap == args.peer_configmap:
+        return "--configmap and --peer-configmap must name different ConfigMaps"
     return None
 
 
@@ -45,7 +61,7 @@ def create(role: Role, args: argparse.Namespace) -> Signaling:
         from peers.signaling import configmap
 
         transport: Signaling = configmap.from_args(
-            role, args.configmap, args.namespace, args.kubeconfig
+            role, args.configmap, args.peer_configmap, args.namespace, args.kubeconfig
         )
         return transport
     return TcpSignaling(role, args.signaling_host, args.signaling_port)

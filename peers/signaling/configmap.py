@@ -1,10 +1,13 @@
-"""Signaling through a Kubernetes ConfigMap (`<session>-signaling`).
+"""Signaling through Kubernetes ConfigMaps, one per peer (docs/CONTRACTS.md).
 
-The server merge-patches `data.offer` and watches for `data.answer`; the client watches for
-`data.offer` and patches `data.answer`. The server also publishes `data.metrics` (live) and
-`data.summary` (final), and either peer may write `data.error`. Only get, watch and patch on
-this one ConfigMap are needed (a watch on a named object is a watch with a
-`metadata.name` field selector, which RBAC `resourceNames` allows).
+Each peer writes only its own ConfigMap (`--configmap`, e.g. `<session>-server-signaling`)
+and reads the other's (`--peer-configmap`). The server merge-patches `data.offer` into its
+own and watches the client's for `data.answer`; the client watches the server's for
+`data.offer` and patches `data.answer` into its own. The server also publishes `data.metrics`
+(live) and `data.summary` (final), and each peer may write `data.error` into its own. So a
+peer needs get/watch/patch on its own ConfigMap and get/watch on the other's, nothing else
+(a watch on a named object is a watch with a `metadata.name` field selector, which RBAC
+`resourceNames` allows), and no client can write the server's results.
 
 The `kubernetes` client is synchronous: every call runs in a worker thread, and the watch
 runs in a daemon thread that hands matching values to the event loop, so nothing blocks it.
@@ -19,6 +22,7 @@ import threading
 import time
 from typing import Any, cast
 
+from aiortc import RTCSessionDescription
 from aiortc.contrib.signaling import object_from_string, object_to_string
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
@@ -27,6 +31,8 @@ from urllib3.exceptions import HTTPError
 from peers.signaling.base import BYE, Role, SignalingError, SignalingMessage
 
 WATCH_READ_TIMEOUT_S = 5.0
+MAX_DESCRIPTION = 256 * 1024
+"""Characters of an offer/answer accepted from the other peer (a real SDP is a few kB)."""
 RETRY_BACKOFF_S = (0.2, 0.5, 1.0, 2.0)
 _WANTED: dict[Role, str] = {"offer": "answer", "answer": "offer"}
 _MINE: dict[Role, str] = {"offer": "offer", "answer": "answer"}
@@ -58,6 +64,7 @@ class ConfigMapSignaling:
         self,
         role: Role,
         name: str,
+        peer_name: str,
         namespace: str,
         api: client.ApiClient | None = None,
         *,
@@ -65,6 +72,7 @@ class ConfigMapSignaling:
     ) -> None:
         self.role: Role = role
         self.name = name
+        self.peer_name = peer_name
         self.namespace = namespace
         self._api_client = api
         self._kubeconfig = kubeconfig
@@ -74,23 +82,29 @@ class ConfigMapSignaling:
 
     @property
     def where(self) -> str:
-        """namespace/name, for messages."""
+        """namespace/name of our own ConfigMap, for messages."""
         return f"{self.namespace}/{self.name}"
+
+    @property
+    def peer_where(self) -> str:
+        """namespace/name of the other peer's ConfigMap, for messages."""
+        return f"{self.namespace}/{self.peer_name}"
 
     def _api(self) -> client.CoreV1Api:
         if self._core is None:
             self._core = client.CoreV1Api(self._api_client or api_client(self._kubeconfig))
         return self._core
 
-    def _read_data(self) -> dict[str, str]:
+    def _read_data(self, name: str) -> dict[str, str]:
+        where = f"{self.namespace}/{name}"
         try:
-            cm = self._api().read_namespaced_config_map(self.name, self.namespace)
+            cm = self._api().read_namespaced_config_map(name, self.namespace)
         except ApiException as exc:
             if exc.status == 404:
-                raise SignalingError(f"signaling ConfigMap {self.where} does not exist") from None
+                raise SignalingError(f"signaling ConfigMap {where} does not exist") from None
             if exc.status in (401, 403):
                 raise SignalingError(
-                    f"not allowed to read signaling ConfigMap {self.where} ({_describe(exc)})"
+                    f"not allowed to read signaling ConfigMap {where} ({_describe(exc)})"
                 ) from None
             raise
         return dict(cm.data or {})
@@ -117,8 +131,9 @@ class ConfigMapSignaling:
                 time.sleep(delay)
 
     async def connect(self) -> None:
-        """Check that the ConfigMap exists and is readable (SignalingError otherwise)."""
-        await asyncio.to_thread(self._read_data)
+        """Check that both ConfigMaps exist and are readable (SignalingError otherwise)."""
+        await asyncio.to_thread(self._read_data, self.name)
+        await asyncio.to_thread(self._read_data, self.peer_name)
 
     async def send(self, message: SignalingMessage) -> None:
         """Write our description under `offer` (server) or `answer` (client)."""
@@ -128,12 +143,14 @@ class ConfigMapSignaling:
         await asyncio.to_thread(self._patch, {_MINE[self.role]: text})
 
     def _wait_for(self, key: str) -> str | None:
-        """Blocking: return data[key] once present (get, then watch; re-watch on expiry)."""
-        field_selector = f"metadata.name={self.name}"
+        """Blocking: return the other peer's data[key] once present (get, then watch;
+        re-watch on expiry)."""
+        name = self.peer_name
+        field_selector = f"metadata.name={name}"
         failures = 0
         while not self._closed.is_set():
             try:
-                data = self._read_data()
+                data = self._read_data(name)
                 if key in data:
                     return data[key]
                 stream = watch.Watch()
@@ -148,10 +165,12 @@ class ConfigMapSignaling:
                         if self._closed.is_set():
                             return None
                         obj = event.get("object")
-                        if getattr(getattr(obj, "metadata", None), "name", None) != self.name:
+                        if getattr(getattr(obj, "metadata", None), "name", None) != name:
                             continue  # servers that ignore the field selector
                         if event.get("type") == "DELETED":
-                            raise SignalingError(f"signaling ConfigMap {self.where} was deleted")
+                            raise SignalingError(
+                                f"signaling ConfigMap {self.peer_where} was deleted"
+                            )
                         value = (getattr(obj, "data", None) or {}).get(key)
                         if value is not None:
                             return str(value)
@@ -164,7 +183,7 @@ class ConfigMapSignaling:
             except (ApiException, HTTPError, OSError) as exc:
                 if isinstance(exc, ApiException) and exc.status in (401, 403):
                     raise SignalingError(
-                        f"not allowed to watch {self.where} ({_describe(exc)})"
+                        f"not allowed to watch {self.peer_where} ({_describe(exc)})"
                     ) from None
                 # Read timeouts end a quiet watch; 410 Gone and transient errors re-watch.
                 failures += 1
@@ -189,10 +208,19 @@ class ConfigMapSignaling:
         text = await future
         if text is None:
             return None
+        if len(text) > MAX_DESCRIPTION:
+            raise SignalingError(
+                f"malformed {key} in {self.peer_where}: {len(text)} characters "
+                f"(at most {MAX_DESCRIPTION})"
+            )
         try:
-            return object_from_string(text)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise SignalingError(f"malformed {key} in {self.where}: {exc}") from None
+            message = object_from_string(text)
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+            why = str(exc)[:200] or type(exc).__name__
+            raise SignalingError(f"malformed {key} in {self.peer_where}: {why}") from None
+        if not isinstance(message, RTCSessionDescription) or message.type != key:
+            raise SignalingError(f"malformed {key} in {self.peer_where}: not an SDP {key}")
+        return message
 
     async def publish_metrics(self, metrics: dict[str, Any], *, final: bool) -> None:
         """Write `metrics` (and `summary` when final) as JSON for the operator."""
@@ -201,7 +229,7 @@ class ConfigMapSignaling:
         await asyncio.to_thread(self._patch, data)
 
     async def publish_error(self, message: str) -> None:
-        """Write a one-line error for the operator's status message."""
+        """Write a one-line error (into our own ConfigMap) for the operator's status."""
         role = "server" if self.role == "offer" else "client"
         await asyncio.to_thread(self._patch, {"error": f"{role}: {message}"})
 
@@ -222,6 +250,8 @@ def _settle(future: asyncio.Future[str | None], result: Any) -> None:
         future.set_result(result)
 
 
-def from_args(role: Role, name: str, namespace: str, kubeconfig: str | None) -> ConfigMapSignaling:
+def from_args(
+    role: Role, name: str, peer_name: str, namespace: str, kubeconfig: str | None
+) -> ConfigMapSignaling:
     """ConfigMap signaling as the peers' `--signaling configmap` flags describe it."""
-    return ConfigMapSignaling(role, name, namespace, kubeconfig=kubeconfig)
+    return ConfigMapSignaling(role, name, peer_name, namespace, kubeconfig=kubeconfig)

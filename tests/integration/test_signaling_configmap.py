@@ -1,7 +1,10 @@
-"""ConfigMap signaling against the emulated API server (real kubernetes client, real watch)."""
+"""ConfigMap signaling against the emulated API server (real kubernetes client, real watch).
+
+Each peer writes only its own ConfigMap and reads the other's (docs/CONTRACTS.md)."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import threading
@@ -12,6 +15,7 @@ from aiortc import RTCSessionDescription
 from kube_harness import Emulator
 from kubernetes import client
 
+from peers import signaling
 from peers.signaling.base import SignalingError
 from peers.signaling.configmap import ConfigMapSignaling
 
@@ -36,16 +40,24 @@ def data_of(emulator: Emulator, name: str) -> dict[str, str]:
     return dict(cm.data or {})
 
 
-def pair(emulator: Emulator, name: str) -> tuple[ConfigMapSignaling, ConfigMapSignaling]:
+def pair(emulator: Emulator, session: str) -> tuple[ConfigMapSignaling, ConfigMapSignaling]:
+    """The server's and the client's end for session `session`."""
+    mine, theirs = f"{session}-server-signaling", f"{session}-client-signaling"
     return (
-        ConfigMapSignaling("offer", name, NS, emulator.api_client()),
-        ConfigMapSignaling("answer", name, NS, emulator.api_client()),
+        ConfigMapSignaling("offer", mine, theirs, NS, emulator.api_client()),
+        ConfigMapSignaling("answer", theirs, mine, NS, emulator.api_client()),
     )
 
 
-async def test_offer_and_answer_cross_through_the_configmap(emulator: Emulator) -> None:
-    make_configmap(emulator, "s1-signaling", {"unrelated": "kept"})
-    server, peer = pair(emulator, "s1-signaling")
+def make_pair(emulator: Emulator, session: str, **data: dict[str, str]) -> None:
+    """Both ConfigMaps of a session, as the operator creates them."""
+    for role in ("server", "client"):
+        make_configmap(emulator, f"{session}-{role}-signaling", data.get(role))
+
+
+async def test_offer_and_answer_cross_through_the_configmaps(emulator: Emulator) -> None:
+    make_pair(emulator, "s1", server={"unrelated": "kept"})
+    server, peer = pair(emulator, "s1")
     await server.connect()
     await peer.connect()
     offer = RTCSessionDescription(sdp="v=0\r\nserver\r\n", type="offer")
@@ -59,46 +71,67 @@ async def test_offer_and_answer_cross_through_the_configmap(emulator: Emulator) 
         await peer.send(answer)
         got = await asyncio.wait_for(server.receive(), 15)
         assert isinstance(got, RTCSessionDescription) and got.type == "answer"
-        data = data_of(emulator, "s1-signaling")
-        assert {"offer", "answer", "unrelated"} <= set(data)
+        # each description went into its writer's own ConfigMap only
+        assert set(data_of(emulator, "s1-server-signaling")) == {"offer", "unrelated"}
+        assert set(data_of(emulator, "s1-client-signaling")) == {"answer"}
     finally:
         await server.close()
         await peer.close()
 
 
-async def test_metrics_and_errors_merge_without_clobbering(emulator: Emulator) -> None:
-    make_configmap(emulator, "s2-signaling", {"offer": "x", "answer": "y"})
-    server, peer = pair(emulator, "s2-signaling")
+async def test_metrics_and_errors_go_to_the_writers_own_configmap(emulator: Emulator) -> None:
+    make_pair(emulator, "s2", server={"offer": "x"}, client={"answer": "y"})
+    server, peer = pair(emulator, "s2")
     await server.publish_metrics({"frames_sent": 10}, final=False)
-    assert json.loads(data_of(emulator, "s2-signaling")["metrics"]) == {"frames_sent": 10}
-    assert "summary" not in data_of(emulator, "s2-signaling")
+    assert json.loads(data_of(emulator, "s2-server-signaling")["metrics"]) == {"frames_sent": 10}
+    assert "summary" not in data_of(emulator, "s2-server-signaling")
     await server.publish_metrics({"frames_sent": 20}, final=True)
     await peer.publish_error("it broke")
-    data = data_of(emulator, "s2-signaling")
+    await server.publish_error("so did I")
+    data = data_of(emulator, "s2-server-signaling")
     assert json.loads(data["summary"]) == {"frames_sent": 20}
-    assert data["error"] == "client: it broke"
-    assert (data["offer"], data["answer"]) == ("x", "y")
+    assert (data["offer"], data["error"]) == ("x", "server: so did I")
+    assert data_of(emulator, "s2-client-signaling") == {"answer": "y", "error": "client: it broke"}
 
 
 async def test_a_missing_configmap_is_a_clear_error(emulator: Emulator) -> None:
-    server, _ = pair(emulator, "nope-signaling")
-    with pytest.raises(SignalingError, match=f"{NS}/nope-signaling does not exist"):
+    server, _ = pair(emulator, "nope")
+    with pytest.raises(SignalingError, match=f"{NS}/nope-server-signaling does not exist"):
         await server.connect()
     with pytest.raises(SignalingError, match="cannot write"):
         await server.send(RTCSessionDescription(sdp="v=0", type="offer"))
+    make_configmap(emulator, "half-server-signaling")
+    server, _ = pair(emulator, "half")
+    with pytest.raises(SignalingError, match=f"{NS}/half-client-signaling does not exist"):
+        await server.connect()  # both must exist
+
+
+async def test_a_peer_never_takes_its_own_key_for_the_other_peers(emulator: Emulator) -> None:
+    # An offer in the client's own ConfigMap (say, forged) is not the server's offer.
+    make_pair(emulator, "s5", client={"offer": '{"type": "offer", "sdp": "forged"}'})
+    _, peer = pair(emulator, "s5")
+    waiting = asyncio.ensure_future(peer.receive())
+    await asyncio.sleep(0.5)
+    assert not waiting.done()
+    real = RTCSessionDescription(sdp="v=0\r\nreal\r\n", type="offer")
+    server, _ = pair(emulator, "s5")
+    await server.send(real)
+    got = await asyncio.wait_for(waiting, 15)
+    assert isinstance(got, RTCSessionDescription) and got.sdp == real.sdp
+    await peer.close()
 
 
 async def test_a_malformed_description_is_a_clear_error(emulator: Emulator) -> None:
-    make_configmap(emulator, "s3-signaling", {"offer": "{not json"})
-    _, peer = pair(emulator, "s3-signaling")
-    with pytest.raises(SignalingError, match="malformed offer"):
+    make_pair(emulator, "s3", server={"offer": "{not json"})
+    _, peer = pair(emulator, "s3")
+    with pytest.raises(SignalingError, match="malformed offer in signaling-test/s3-server"):
         await asyncio.wait_for(peer.receive(), 15)
     await peer.close()
 
 
 async def test_close_stops_the_watch_thread(emulator: Emulator) -> None:
-    make_configmap(emulator, "s4-signaling")
-    server, _ = pair(emulator, "s4-signaling")
+    make_pair(emulator, "s4")
+    server, _ = pair(emulator, "s4")
     before = {t.name for t in threading.enumerate()}
     waiting = asyncio.ensure_future(server.receive())
     await asyncio.sleep(0.5)
@@ -110,3 +143,42 @@ async def test_close_stops_the_watch_thread(emulator: Emulator) -> None:
             break
         await asyncio.sleep(0.1)
     assert "watch-answer" not in {t.name for t in threading.enumerate()}
+
+
+@pytest.mark.parametrize(
+    ("flags", "problem"),
+    [
+        (["--configmap", "a"], "needs --configmap NAME (this peer's), --peer-configmap NAME"),
+        (["--configmap", "a", "--peer-configmap", "b"], "and --namespace NS"),
+        (["--configmap", "a", "--peer-configmap", "a", "--namespace", "n"], "different"),
+        (["--configmap", "a", "--peer-configmap", "b", "--namespace", "n"], None),
+    ],
+)
+def test_configmap_signaling_needs_both_configmaps(flags: list[str], problem: str | None) -> None:
+    parser = argparse.ArgumentParser()
+    signaling.add_arguments(parser)
+    args = parser.parse_args(["--signaling", "configmap", *flags])
+    found = signaling.validate_arguments(args)
+    assert found == problem if problem is None else (found is not None and problem in found)
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("[" * 300_000, r"characters \(at most"),
+        ("[" * 100_000, "malformed offer"),
+        ("[" * 5000, "malformed offer"),
+        ('{"type": "answer", "sdp": "v=0"}', "not an SDP offer"),
+        ('{"type": "candidate"}', "malformed offer"),
+        ("[]", "malformed offer"),
+    ],
+)
+async def test_a_hostile_description_is_a_clear_error(
+    emulator: Emulator, value: str, problem: str
+) -> None:
+    session = f"h{abs(hash(value)) % 10**8}"
+    make_pair(emulator, session, server={"offer": value})
+    _, peer = pair(emulator, session)
+    with pytest.raises(SignalingError, match=problem):
+        await asyncio.wait_for(peer.receive(), 15)
+    await peer.close()

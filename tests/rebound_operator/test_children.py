@@ -1,9 +1,11 @@
 import json
-from typing import cast
+from typing import Any, cast
 
 import pytest
 from rebound_operator.children import (
+    CHILD_SELECTOR,
     SESSION_LABEL,
+    ApiRoute,
     Names,
     Owner,
     Role,
@@ -17,10 +19,16 @@ from rebound_operator.children import (
 )
 from rebound_operator.spec import parse_spec
 
+from peers import cli
 from peers import client as peer_client
 from peers import server as peer_server
 
 OWNER = Owner("demo", "team-a", "uid-123")
+TURN = {
+    "urls": ["turn:t:3478"],
+    "username": "u",
+    "credentialSecretRef": {"name": "turn-secret", "key": "password"},
+}
 SPEC = parse_spec(
     {
         "width": 800,
@@ -30,37 +38,49 @@ SPEC = parse_spec(
         "durationSeconds": 12,
         "signalingTimeoutSeconds": 45,
         "activeDeadlineSeconds": 600,
-        "iceServers": [{"urls": ["turn:t:3478"], "username": "u", "credential": "p"}],
+        "iceServers": [{"urls": ["stun:s:3478"]}, TURN],
     }
 )
 
 
-def test_names_are_fixed_per_session() -> None:
+def test_names_are_fixed_per_session_and_role() -> None:
     names = Names.of("demo")
-    assert (names.configmap, names.server_pod, names.client_pod) == (
-        "demo-signaling",
+    assert (names.configmap("server"), names.configmap("client")) == (
+        "demo-server-signaling",
+        "demo-client-signaling",
+    )
+    assert (names.account("server"), names.account("client")) == ("demo-server", "demo-client")
+    assert (names.server_pod, names.client_pod, names.network_policy) == (
         "demo-server",
         "demo-client",
+        "demo-peers",
     )
-    assert names.role == names.role_binding == names.service_account == "demo-peer"
 
 
 def test_every_child_is_owned_labelled_and_namespaced() -> None:
     children = all_children(OWNER, SPEC, default_image="peer:1")
-    assert [c["kind"] for c in children] == [
-        "ConfigMap",
-        "ServiceAccount",
-        "Role",
-        "RoleBinding",
-        "NetworkPolicy",
-        "Pod",
-        "Pod",
+    assert [(c["kind"], c["metadata"]["name"]) for c in children] == [
+        ("ConfigMap", "demo-server-signaling"),
+        ("ConfigMap", "demo-client-signaling"),
+        ("ServiceAccount", "demo-server"),
+        ("ServiceAccount", "demo-client"),
+        ("Role", "demo-server"),
+        ("Role", "demo-client"),
+        ("RoleBinding", "demo-server"),
+        ("RoleBinding", "demo-client"),
+        ("NetworkPolicy", "demo-peers"),
+        ("Pod", "demo-server"),
+        ("Pod", "demo-client"),
     ]
     for child in children:
         meta = child["metadata"]
         assert meta["namespace"] == "team-a"
         assert meta["labels"][SESSION_LABEL] == "demo"
         assert "app.kubernetes.io/instance" not in meta["labels"]  # never GitOps tracking labels
+        # every child matches the operator's server-side watch selector
+        for term in CHILD_SELECTOR.split(","):
+            key, _, value = term.partition("=")
+            assert key in meta["labels"] and (not value or meta["labels"][key] == value)
         (ref,) = meta["ownerReferences"]
         assert ref == {
             "apiVersion": "rebound.dev/v1alpha1",
@@ -72,42 +92,60 @@ def test_every_child_is_owned_labelled_and_namespaced() -> None:
         }
 
 
-def test_configmap_starts_empty() -> None:
-    assert configmap(OWNER)["data"] == {}
+def test_configmaps_start_empty() -> None:
+    assert configmap(OWNER, "server")["data"] == configmap(OWNER, "client")["data"] == {}
 
 
-def test_role_grants_only_the_signaling_configmap() -> None:
-    (rule,) = role(OWNER)["rules"]
-    assert rule == {
-        "apiGroups": [""],
-        "resources": ["configmaps"],
-        "resourceNames": ["demo-signaling"],
-        "verbs": ["get", "watch", "patch"],
-    }
-    binding = role_binding(OWNER)
-    assert binding["roleRef"]["name"] == "demo-peer"
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": "demo-peer", "namespace": "team-a"}
+@pytest.mark.parametrize(("which", "other"), [("server", "client"), ("client", "server")])
+def test_each_role_may_write_only_its_own_configmap(which: str, other: str) -> None:
+    mine = cast(Role, which)
+    rules = role(OWNER, mine)["rules"]
+    assert rules == [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": [f"demo-{which}-signaling"],
+            "verbs": ["get", "watch", "patch"],
+        },
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": [f"demo-{other}-signaling"],
+            "verbs": ["get", "watch"],
+        },
     ]
-    assert service_account(OWNER)["automountServiceAccountToken"] is False
+    binding = role_binding(OWNER, mine)
+    assert binding["metadata"]["name"] == binding["roleRef"]["name"] == f"demo-{which}"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": f"demo-{which}", "namespace": "team-a"}
+    ]
+    account = service_account(OWNER, mine)
+    assert account["metadata"]["name"] == f"demo-{which}"
+    assert account["automountServiceAccountToken"] is False
+    assert (
+        pod(mine, OWNER, SPEC, default_image="x")["spec"]["serviceAccountName"] == f"demo-{which}"
+    )
 
 
 @pytest.mark.parametrize("which", ["server", "client"])
-def test_pods_meet_restricted_pod_security(which: str) -> None:
+def test_pods_meet_restricted_pod_security_without_fixed_ids(which: str) -> None:
     manifest = pod(cast(Role, which), OWNER, SPEC, default_image="peer:1")
     spec = manifest["spec"]
     assert manifest["metadata"]["name"] == f"demo-{which}"
     assert spec["restartPolicy"] == "Never"
-    assert spec["serviceAccountName"] == "demo-peer"
-    assert spec["securityContext"]["runAsNonRoot"] is True
-    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert spec["securityContext"] == {
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
     (container,) = spec["containers"]
     sc = container["securityContext"]
     assert sc["runAsNonRoot"] and sc["readOnlyRootFilesystem"]
     assert sc["allowPrivilegeEscalation"] is False
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
-    assert isinstance(sc["runAsUser"], int) and sc["runAsUser"] > 0
+    # the image's numeric USER is used: no fixed UID/GID (OpenShift's restricted-v2)
+    for key in ("runAsUser", "runAsGroup", "fsGroup"):
+        assert key not in sc and key not in spec["securityContext"]
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
     assert container["resources"] == {
         "requests": {"cpu": "500m", "memory": "256Mi"},
@@ -130,14 +168,16 @@ def test_server_args_are_accepted_by_the_server_cli_and_reproduce_the_spec() -> 
     args = pod("server", OWNER, SPEC, default_image="x")["spec"]["containers"][0]["args"]
     parsed = peer_server.build_parser().parse_args(args)
     assert peer_server.validate_args(parsed) == SPEC.session()
-    assert (parsed.signaling, parsed.configmap, parsed.namespace) == (
+    assert (parsed.signaling, parsed.configmap, parsed.peer_configmap, parsed.namespace) == (
         "configmap",
-        "demo-signaling",
+        "demo-server-signaling",
+        "demo-client-signaling",
         "team-a",
     )
     assert parsed.connect_timeout == 45
     assert json.loads(parsed.ice_servers) == [
-        {"urls": ["turn:t:3478"], "username": "u", "credential": "p"}
+        {"urls": ["stun:s:3478"]},
+        {"urls": ["turn:t:3478"], "username": "u"},
     ]
 
 
@@ -146,27 +186,79 @@ def test_client_args_are_accepted_by_the_client_cli() -> None:
     parsed = peer_client.build_parser().parse_args(args)
     peer_client.validate_args(parsed)
     assert parsed.role == "answer"
-    assert parsed.configmap == "demo-signaling"
+    assert (parsed.configmap, parsed.peer_configmap) == (
+        "demo-client-signaling",
+        "demo-server-signaling",
+    )
     assert "--width" not in args  # the client learns everything from the SDP and the frames
+
+
+def test_turn_credentials_come_from_the_secret_never_from_args() -> None:
+    for which in ("server", "client"):
+        manifest = pod(cast(Role, which), OWNER, SPEC, default_image="x")
+        (container,) = manifest["spec"]["containers"]
+        assert "password" not in json.dumps(container["args"])
+        assert "credential" not in json.dumps(container["args"])
+        credential = [e for e in container["env"] if e["name"].startswith("REBOUND_ICE")]
+        # index 1: the TURN server is the second entry of iceServers
+        assert credential == [
+            {
+                "name": "REBOUND_ICE_CREDENTIAL_1",
+                "valueFrom": {"secretKeyRef": {"name": "turn-secret", "key": "password"}},
+            }
+        ]
+        # ... and the peers read it back for exactly that server
+        parsed = cli.parse_ice_servers(
+            container["args"][container["args"].index("--ice-servers") + 1]
+        )
+        config = cli.rtc_configuration(parsed, {"REBOUND_ICE_CREDENTIAL_1": "s3cret"})
+        assert [s.credential for s in config.iceServers] == [None, "s3cret"]
+        assert config.iceServers[1].username == "u"
 
 
 def test_network_policy_isolates_the_session_peers() -> None:
     plain = parse_spec({})
-    policy = network_policy(OWNER, plain)
+    routes = [ApiRoute(("10.96.0.1",), (443,)), ApiRoute(("172.18.0.2", "fd00::2"), (6443,))]
+    policy = network_policy(OWNER, plain, routes)
     assert policy["metadata"]["name"] == "demo-peers"
     spec = policy["spec"]
     own = {"matchLabels": {SESSION_LABEL: "demo", "app.kubernetes.io/component": "peer"}}
     assert spec["podSelector"] == own
     assert spec["policyTypes"] == ["Ingress", "Egress"]
     assert spec["ingress"] == [{"from": [{"podSelector": own}], "ports": [{"protocol": "UDP"}]}]
-    to_peers, dns, api = spec["egress"]
+    to_peers, dns, service, endpoints = spec["egress"]
     assert to_peers == {"to": [{"podSelector": own}], "ports": [{"protocol": "UDP"}]}
+    assert dns["to"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+        }
+    ]
     assert {p["port"] for p in dns["ports"]} == {53}
-    assert {p["port"] for p in api["ports"]} == {443, 6443}
+    assert service == {
+        "to": [{"ipBlock": {"cidr": "10.96.0.1/32"}}],
+        "ports": [{"protocol": "TCP", "port": 443}],
+    }
+    assert endpoints["to"] == [
+        {"ipBlock": {"cidr": "172.18.0.2/32"}},
+        {"ipBlock": {"cidr": "fd00::2/128"}},
+    ]
+    assert endpoints["ports"] == [{"protocol": "TCP", "port": 6443}]
+    # every rule names its destination
+    assert all(rule.get("to") for rule in spec["egress"])
     # the pods carry exactly the labels the policy selects
     for which in ("server", "client"):
-        labels = pod(which, OWNER, plain, default_image="x")["metadata"]["labels"]  # type: ignore[arg-type]
+        labels = pod(cast(Role, which), OWNER, plain, default_image="x")["metadata"]["labels"]
         assert own["matchLabels"].items() <= labels.items()
+
+
+@pytest.mark.parametrize(
+    "routes",
+    [[], [ApiRoute(("not-an-ip",), (443,))], [ApiRoute(("10.0.0.1",), (0,))]],
+)
+def test_unknown_api_server_addresses_fall_back_to_its_ports(routes: list[Any]) -> None:
+    egress = network_policy(OWNER, parse_spec({}), routes)["spec"]["egress"]
+    assert egress[-1] == {"ports": [{"protocol": "TCP", "port": p} for p in (443, 6443)]}
 
 
 def test_network_policy_opens_egress_for_ice_servers() -> None:

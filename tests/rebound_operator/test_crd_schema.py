@@ -10,7 +10,9 @@ does) and the x-kubernetes-validations rules with cel-python.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -135,15 +137,26 @@ def test_crd_is_a_valid_apiextensions_v1_object() -> None:
 
 def test_printer_columns_point_at_declared_status_fields() -> None:
     columns = {c["name"]: c["jsonPath"] for c in VERSION["additionalPrinterColumns"]}
-    assert list(columns)[:6] == ["Phase", "Mean Err (px)", "P95 (px)", "FPS", "Frames", "Age"]
+    assert list(columns)[:7] == [
+        "Phase",
+        "Ready",
+        "Mean Err (px)",
+        "P95 (px)",
+        "FPS",
+        "Frames",
+        "Age",
+    ]
+    assert columns["Ready"] == '.status.conditions[?(@.type=="Ready")].status'
     status = SCHEMA["properties"]["status"]["properties"]
     for path in columns.values():
-        parts = path.strip(".").split(".")
+        parts = re.sub(r"\[\?\(.*?\)\]", "", path).strip(".").split(".")
         if parts[0] != "status":
             continue
         node: dict[str, Any] = {"properties": status}
         for part in parts[1:]:
-            node = node["properties"][part]
+            node = node["properties"][part] if "properties" in node else node["items"]
+            if node.get("type") == "array":
+                node = node["items"]
 
 
 def test_every_spec_field_has_a_default_and_bounds_where_numeric() -> None:
@@ -169,10 +182,21 @@ def test_status_declares_every_field_the_operator_writes() -> None:
         "startTime",
         "completionTime",
         "observedGeneration",
+        "sessionSpec",
     } <= set(status)
     condition = status["conditions"]
     assert condition["x-kubernetes-list-type"] == "map"
     assert condition["x-kubernetes-list-map-keys"] == ["type"]
+    assert status["sessionSpec"]["x-kubernetes-preserve-unknown-fields"] is True
+
+
+def test_a_status_the_operator_writes_is_admitted_by_the_status_schema() -> None:
+    from rebound_operator.lifecycle import failed_status
+
+    written = failed_status("InternalError", "x" * 5000, datetime(2026, 1, 1, tzinfo=UTC), None, 3)
+    written["sessionSpec"] = parse_spec({}).record()
+    validator = jsonschema.Draft7Validator(strict(SCHEMA["properties"]["status"]))
+    assert [e.message for e in validator.iter_errors(written)] == []
 
 
 def test_schema_defaults_match_the_operator_model() -> None:
@@ -212,13 +236,29 @@ def test_cel_evaluates_the_fit_rule_faithfully_at_the_boundary() -> None:
 
 def test_nested_and_root_rules_are_evaluated_per_item() -> None:
     good = {"urls": ["stun:s:3478"]}
-    turn = {"urls": ["turn:t:3478"], "username": "u", "credential": "p"}
+    ref = {"name": "turn", "key": "password"}
+    turn = {"urls": ["turn:t:3478"], "username": "u", "credentialSecretRef": ref}
     spec = apply_defaults({"iceServers": [good, turn]}, SPEC_SCHEMA)
     assert cel_failures(spec) == []
     bad = {**spec, "iceServers": [good, {"urls": ["turn:t:3478"]}]}
-    assert cel_failures(bad) == ["turn: and turns: URLs need a username and credential"]
+    assert cel_failures(bad) == ["turn: and turns: URLs need a username and credentialSecretRef"]
     document = {"metadata": {"name": "x" * 64}, "spec": spec}
     assert any("63 characters" in m for m in cel_failures(document, schema=SCHEMA))
+
+
+def test_the_operator_model_agrees_with_the_crd_on_ice_server_credentials() -> None:
+    ref = {"name": "turn", "key": "password"}
+    assert parse_spec(
+        {"iceServers": [{"urls": ["turn:t:1"], "username": "u", "credentialSecretRef": ref}]}
+    )
+    for server, message in (
+        ({"urls": ["turn:t:1"], "username": "u", "credential": "p"}, "Extra inputs"),
+        ({"urls": ["turn:t:1"]}, "need a username and credentialSecretRef"),
+        ({"urls": ["stun:s:1"], "username": "u"}, "go together"),
+        ({"urls": ["turn:t:1"], "username": "u", "credentialSecretRef": {"name": "X_"}}, "name"),
+    ):
+        with pytest.raises(InvalidSpec, match=message):
+            parse_spec({"iceServers": [server]})
 
 
 def test_transition_rules_run_only_on_update() -> None:

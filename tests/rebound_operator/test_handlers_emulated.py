@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -17,7 +18,7 @@ import kmock
 import kopf
 import pytest
 from kopf.testing import KopfRunner
-from kube_harness import Emulator, ReboundEmulator, now_stamp
+from kube_harness import Emulator, ReboundEmulator, Seen, now_stamp, object_path
 from kubernetes import client
 from kubernetes.config import kube_config
 
@@ -26,10 +27,10 @@ GROUP, VERSION, PLURAL = "rebound.dev", "v1alpha1", "ballsessions"
 SESSIONS = f"{GROUP}/{VERSION}/{PLURAL}"
 SMALL = {"width": 320, "height": 240, "radius": 12}
 CHILDREN = {
-    "v1/configmaps": ["signaling"],
-    "v1/serviceaccounts": ["peer"],
-    "rbac.authorization.k8s.io/v1/roles": ["peer"],
-    "rbac.authorization.k8s.io/v1/rolebindings": ["peer"],
+    "v1/configmaps": ["client-signaling", "server-signaling"],
+    "v1/serviceaccounts": ["client", "server"],
+    "rbac.authorization.k8s.io/v1/roles": ["client", "server"],
+    "rbac.authorization.k8s.io/v1/rolebindings": ["client", "server"],
     "networking.k8s.io/v1/networkpolicies": ["peers"],
     "v1/pods": ["client", "server"],
 }
@@ -38,10 +39,9 @@ T = TypeVar("T")
 
 class VersionedEmulator(ReboundEmulator):
     """Every write is a new resourceVersion (so kopf can tell stale watch events from fresh
-    ones) and the request log is kept whole (the tests count create requests)."""
+    ones)."""
 
     bump_versions = True
-    request_log_limit = None
 
 
 class Cluster(Emulator):
@@ -53,18 +53,40 @@ class Cluster(Emulator):
         super().__init__(NS)
         self.core = client.CoreV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
+        self._seed_api_server()
+
+    def _seed_api_server(self) -> None:
+        """The `kubernetes` Service and EndpointSlice a real API server keeps in `default`."""
+        self.core.create_namespaced_service(
+            "default",
+            {
+                "metadata": {"name": "kubernetes", "namespace": "default"},
+                "spec": {"clusterIP": "10.96.0.1", "ports": [{"port": 443}]},
+            },
+        )
+        client.DiscoveryV1Api(self.api).create_namespaced_endpoint_slice(
+            "default",
+            {
+                "metadata": {"name": "kubernetes", "namespace": "default"},
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": ["172.18.0.2"]}],
+                "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}],
+            },
+        )
+
+    def requests(self, action: Any, resource: str, name: str | None = None) -> list[Seen]:
+        """Requests the server has seen with this action on this resource (and name)."""
+        wanted = kmock.resource(resource)
+        history: list[Seen] = self.kmock.history
+        return [
+            r
+            for r in list(history)
+            if r.action == action and r.resource == wanted and (name is None or r.name == name)
+        ]
 
     def creations(self, resource: str, name: str) -> int:
         """How many create (POST) requests for `resource` named `name` the server has seen."""
-        wanted = kmock.resource(resource)
-        return sum(
-            1
-            for r in list(self.kmock)
-            if r.action == kmock.action.CREATE
-            and r.resource == wanted
-            and isinstance(r.data, dict)
-            and (r.data.get("metadata") or {}).get("name") == name
-        )
+        return len(self.requests(kmock.action.CREATE, resource, name))
 
     # ---- acting as the user, the kubelet and the peers ------------------------------------
 
@@ -104,10 +126,10 @@ class Cluster(Emulator):
         phase = "Succeeded" if code == 0 else "Failed"
         self._pod_status(name, phase, {"terminated": terminated})
 
-    def signal(self, name: str, **data: str) -> None:
-        """Write signaling keys as the peers do (merge patch of data)."""
+    def signal(self, name: str, role: str = "server", **data: str) -> None:
+        """Write signaling keys as a peer does: a merge patch of its own ConfigMap's data."""
         self.core.patch_namespaced_config_map(
-            f"{name}-signaling", NS, {"data": data}, _preload_content=False
+            f"{name}-{role}-signaling", NS, {"data": data}, _preload_content=False
         )
 
     def events(self, name: str) -> list[dict[str, Any]]:
@@ -204,7 +226,7 @@ def _watching(cluster: Cluster) -> bool:
     """kopf has started its watch streams on BallSessions, pods and configmaps."""
     seen = {
         str(r.resource)
-        for r in list(cluster.kmock)
+        for r in list(cluster.kmock.history)
         if r.action == kmock.action.WATCH and r.resource is not None
     }
     return all(str(kmock.resource(x)) in seen for x in (SESSIONS, "v1/pods", "v1/configmaps"))
@@ -221,6 +243,9 @@ def test_a_session_gets_every_child_exactly_once_owned_and_a_status(
     assert status["startTime"] and status["observedGeneration"] == 1
     conditions = {c["type"]: c for c in status["conditions"]}
     assert set(conditions) == {
+        "Ready",
+        "Reconciling",
+        "Stalled",
         "PodsReady",
         "Signaled",
         "Connected",
@@ -244,7 +269,15 @@ def test_a_session_gets_every_child_exactly_once_owned_and_a_status(
             assert cluster.creations(resource, f"alpha-{suffix}") == 1, (resource, suffix)
     server = next(p for p in children["v1/pods"] if p["metadata"]["name"] == "alpha-server")
     args = server["spec"]["containers"][0]["args"]
-    assert args[:5] == ["offer", "--signaling", "configmap", "--configmap", "alpha-signaling"]
+    assert args[:7] == [
+        "offer",
+        "--signaling",
+        "configmap",
+        "--configmap",
+        "alpha-server-signaling",
+        "--peer-configmap",
+        "alpha-client-signaling",
+    ]
     # No timer, no daemon: deleting a session never waits for the operator.
     assert not cluster.session("alpha")["metadata"].get("finalizers")
     wait_for(lambda: "Created" in {e.get("reason") for e in cluster.events("alpha")}, what="Event")
@@ -259,7 +292,8 @@ def test_the_session_follows_its_pods_and_configmap_to_success(
     cluster.pod_running("bravo-client")
     wait_for(phase_in(cluster, "bravo", "Signaling"), what="Signaling")
     cluster.signal("bravo", offer="sdp-offer")
-    cluster.signal("bravo", answer="sdp-answer", metrics="{broken")
+    cluster.signal("bravo", "client", answer="sdp-answer")
+    cluster.signal("bravo", metrics="{broken")
     status = wait_for(
         lambda: (
             {c["type"]: c for c in cluster.status("bravo").get("conditions", [])}.get(
@@ -314,12 +348,14 @@ def test_an_invalid_spec_fails_without_children(cluster: Cluster, operator: Kopf
 def test_a_name_taken_by_a_stranger_is_a_conflict_not_an_adoption(
     cluster: Cluster, operator: KopfRunner
 ) -> None:
-    stranger = client.V1ConfigMap(metadata=client.V1ObjectMeta(name="echo-signaling"), data={})
+    stranger = client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name="echo-server-signaling"), data={}
+    )
     cluster.core.create_namespaced_config_map(NS, stranger)
     cluster.create("echo", **SMALL)
     status = wait_for(phase_in(cluster, "echo", "Failed"))
     assert status["reason"] == "ChildConflict"
-    assert "echo-signaling" in status["message"]
+    assert "echo-server-signaling" in status["message"]
     assert not cluster.children("echo")["v1/pods"]
 
 
@@ -355,3 +391,286 @@ def test_a_second_operator_adopts_instead_of_duplicating(
     assert cluster.status("foxtrot")["phase"] == "Pending"  # adopted, not a ChildConflict
     created = [e for e in cluster.events("foxtrot") if e.get("reason") == "Created"]
     assert len(created) == 1  # the second operator created nothing
+
+
+# ---- hardening (issue 8) -------------------------------------------------------------------
+
+
+def _stranger_pod(cluster: Cluster, name: str, labels: dict[str, str] | None = None) -> str:
+    """An unowned running pod, as anyone with pod rights in the namespace could create."""
+    pod = {
+        "metadata": {"name": name, "namespace": NS, "labels": labels or {}},
+        "spec": {"containers": [{"name": "web", "image": "nginx"}]},
+    }
+    created = cluster.core.create_namespaced_pod(NS, pod)
+    cluster.pod_running(name)
+    return str(created.metadata.uid)
+
+
+def _pods(cluster: Cluster) -> dict[str, dict[str, Any]]:
+    return {p["metadata"]["name"]: p for p in cluster.objects("v1/pods")}
+
+
+def test_the_operator_never_deletes_a_pod_it_does_not_own(
+    cluster: Cluster, operator: KopfRunner
+) -> None:
+    # Labelled like a child, so the operator's watch sees it and wakes the session up.
+    labels = {"rebound.dev/session": "hotel", "app.kubernetes.io/managed-by": "rebound-operator"}
+    uid = _stranger_pod(cluster, "hotel-server", labels)
+    cluster.create("hotel", **SMALL)
+    status = wait_for(phase_in(cluster, "hotel", "Failed"), what="Failed")
+    assert status["reason"] == "ChildConflict"
+    assert "Pod emulated/hotel-server" in status["message"]
+    assert "not owned by any controller" in status["message"]
+    # Events on the stranger's pod make the operator look at the finished session again.
+    reads = len(cluster.requests(kmock.action.FETCH, "v1/pods", "hotel-server"))
+    for _ in range(3):
+        cluster.pod_running("hotel-server")
+    wait_for(
+        lambda: len(cluster.requests(kmock.action.FETCH, "v1/pods", "hotel-server")) > reads,
+        what="the operator to look at the finished session again",
+    )
+    assert _pods(cluster)["hotel-server"]["metadata"]["uid"] == uid
+    assert not cluster.requests(kmock.action.DELETE, "v1/pods", "hotel-server")
+
+
+def test_a_replaced_pod_is_not_judged_or_deleted(cluster: Cluster, operator: KopfRunner) -> None:
+    cluster.create("india", **SMALL)
+    wait_for(lambda: cluster.status("india").get("phase"))
+    cluster.pod_running("india-server")
+    cluster.pod_running("india-client")
+    wait_for(phase_in(cluster, "india", "Signaling"))
+    # Someone replaces the client pod with their own (same name, no owner reference).
+    cluster.core.delete_namespaced_pod("india-client", NS, _preload_content=False)
+    uid = _stranger_pod(cluster, "india-client", {"rebound.dev/session": "india"})
+    status = wait_for(phase_in(cluster, "india", "Failed"), what="Failed")
+    assert status["reason"] == "PodDeleted" and "client pod" in status["message"]
+    wait_for(lambda: "india-server" not in _pods(cluster), what="our server pod stopped")
+    assert _pods(cluster)["india-client"]["metadata"]["uid"] == uid  # theirs: untouched
+
+
+def test_an_unexpected_error_ends_the_session_clearly_once(
+    cluster: Cluster, operator: KopfRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rebound_operator import handlers
+
+    calls: list[str] = []
+    real = handlers.evaluate
+
+    def evaluate(spec: Any, obs: Any, previous: Any, generation: Any = None) -> Any:
+        if obs.server is not None and obs.server.name == "juliet-server":
+            calls.append("juliet")
+            raise RecursionError("maximum recursion depth exceeded")
+        return real(spec, obs, previous, generation)
+
+    monkeypatch.setattr(handlers, "evaluate", evaluate)
+    cluster.create("juliet", **SMALL)
+    status = wait_for(phase_in(cluster, "juliet", "Failed"), what="Failed")
+    assert status["reason"] == "InternalError"
+    assert "RecursionError: maximum recursion depth exceeded" in status["message"]
+    conditions = {c["type"]: c["status"] for c in status["conditions"]}
+    assert conditions["Stalled"] == "True" and conditions["Failed"] == "True"
+    wait_for(lambda: not {"juliet-server", "juliet-client"} & set(_pods(cluster)), what="stop")
+    # terminal: a later event makes the operator look again, but never evaluate (or fail) again
+    reads = len(cluster.requests(kmock.action.FETCH, "v1/pods", "juliet-server"))
+    cluster.signal("juliet", offer="o")
+    wait_for(
+        lambda: len(cluster.requests(kmock.action.FETCH, "v1/pods", "juliet-server")) > reads,
+        what="the operator to look again",
+    )
+    assert calls == ["juliet"]
+    reasons = [e.get("reason") for e in cluster.events("juliet")]
+    assert reasons.count("InternalError") == 1
+
+
+def test_a_recursion_bomb_in_the_summary_cannot_wedge_the_deadline(
+    cluster: Cluster, operator: KopfRunner
+) -> None:
+    cluster.create("kilo", activeDeadlineSeconds=10, **SMALL)
+    wait_for(lambda: cluster.status("kilo").get("phase"))
+    cluster.pod_running("kilo-server")
+    cluster.pod_running("kilo-client")
+    cluster.signal("kilo", "client", answer="a")
+    cluster.signal("kilo", offer="o", metrics=json.dumps(SUMMARY), summary="[" * 100_000)
+    wait_for(
+        lambda: "MalformedMetrics" in {e.get("reason") for e in cluster.events("kilo")},
+        what="the malformed summary to be noticed",
+    )
+    status = wait_for(phase_in(cluster, "kilo", "Failed"), timeout=30, what="the deadline")
+    assert status["reason"] == "DeadlineExceeded"
+    readable = {c["type"]: c for c in status["conditions"]}["MetricsReadable"]
+    assert readable["status"] == "False" and "too large" in readable["message"]
+    wait_for(lambda: not {"kilo-server", "kilo-client"} & set(_pods(cluster)), what="pods stop")
+
+
+def test_a_huge_peer_error_still_fails_the_session_and_stops_the_pods(
+    cluster: Cluster, operator: KopfRunner
+) -> None:
+    cluster.create("lima", **SMALL)
+    wait_for(lambda: cluster.status("lima").get("phase"))
+    cluster.pod_running("lima-server")
+    cluster.pod_running("lima-client")
+    cluster.signal("lima", offer="o", summary=json.dumps({**SUMMARY, "x": "y" * 450_000}))
+    cluster.signal("lima", "client", answer="a", error="client: " + "z" * 600_000)
+    cluster.pod_ended("lima-client", 1)
+    status = wait_for(phase_in(cluster, "lima", "Failed"), what="Failed")
+    assert status["reason"] == "PodFailed"
+    assert "lima-client" in status["message"] and len(status["message"]) <= 1024
+    assert len(json.dumps(status)) < 20_000
+    wait_for(lambda: "lima-server" not in _pods(cluster), what="the server stopped")
+
+
+def test_a_session_is_judged_by_the_spec_it_started_with(
+    cluster: Cluster, operator: KopfRunner
+) -> None:
+    cluster.create("mike", maxMeanErrorPx=1.0, **SMALL)
+    status = wait_for(lambda: cluster.status("mike").get("sessionSpec") and cluster.status("mike"))
+    assert status["sessionSpec"]["maxMeanErrorPx"] == 1.0
+    # An edit that slipped past admission (no CEL): the session keeps its spec, and says so.
+    cluster.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, NS, PLURAL, "mike", {"spec": {"maxMeanErrorPx": 0.000001}}
+    )
+    wait_for(lambda: "SpecChanged" in {e.get("reason") for e in cluster.events("mike")})
+    wait_for(lambda: cluster.status("mike").get("observedGeneration") == 2, what="generation 2")
+    cluster.pod_running("mike-server")
+    cluster.pod_running("mike-client")
+    cluster.signal("mike", offer="o", summary=json.dumps(SUMMARY))
+    cluster.signal("mike", "client", answer="a")
+    cluster.pod_ended("mike-server", 0)
+    cluster.pod_ended("mike-client", 0)
+    status = wait_for(phase_in(cluster, "mike", "Succeeded", "Failed"), what="the verdict")
+    assert (status["phase"], status["reason"]) == ("Succeeded", "Completed")
+    assert status["sessionSpec"]["maxMeanErrorPx"] == 1.0
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Ready"]["status"] == "True"
+    assert all(c["observedGeneration"] == 2 for c in conditions.values())
+
+
+def test_the_client_cannot_publish_the_servers_results(
+    cluster: Cluster, operator: KopfRunner
+) -> None:
+    cluster.create("november", **SMALL)
+    wait_for(lambda: cluster.status("november").get("phase"))
+    cluster.pod_running("november-server")
+    cluster.pod_running("november-client")
+    cluster.signal("november", offer="o")
+    cluster.signal("november", "client", answer="a", summary=json.dumps(SUMMARY))
+    cluster.pod_ended("november-server", 0)
+    cluster.pod_ended("november-client", 0)
+    status = wait_for(phase_in(cluster, "november", "Failed", "Succeeded"), what="the verdict")
+    assert (status["phase"], status["reason"]) == ("Failed", "MetricsMissing")
+
+
+def test_a_re_created_session_waits_for_the_old_children_to_go(
+    cluster: Cluster, operator: KopfRunner
+) -> None:
+    cluster.create("oscar", **SMALL)
+    wait_for(lambda: all(cluster.children("oscar").values()), what="children")
+    old = cluster.session("oscar")["metadata"]["uid"]
+    # Deleted; no garbage collector runs here, so every child stays behind for now.
+    cluster.custom.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "oscar")
+    new = cluster.create("oscar", **SMALL)["metadata"]["uid"]
+    status = wait_for(
+        lambda: (
+            cluster.status("oscar").get("reason") == "WaitingForCleanup" and cluster.status("oscar")
+        ),
+        what="WaitingForCleanup",
+    )
+    assert status["phase"] == "Pending" and "oscar-server" in status["message"]
+    time.sleep(1)  # give a wrong operator the chance to create or delete something
+    children = cluster.children("oscar")
+    assert all(
+        o["metadata"]["ownerReferences"][0]["uid"] == old for v in children.values() for o in v
+    )
+    # The garbage collector catches up (objects with a deleted owner go away).
+    for resource, objects in children.items():
+        for obj in objects:
+            url = cluster.url + object_path(kmock.resource(resource), obj["metadata"])
+            urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=5)
+    wait_for(
+        lambda: all(
+            len(v) == len(CHILDREN[r])
+            and all(o["metadata"]["ownerReferences"][0]["uid"] == new for o in v)
+            for r, v in cluster.children("oscar").items()
+        ),
+        what="the new session's children",
+    )
+    assert cluster.status("oscar")["phase"] == "Pending"
+    assert cluster.status("oscar")["reason"] == "PodsPending"
+
+
+def test_a_terminating_pod_is_waited_for_not_a_conflict(
+    cluster: Cluster, operator: KopfRunner
+) -> None:
+    # A pod in its grace period keeps its name: kmock keeps one with a finalizer, like that.
+    pod = {
+        "metadata": {"name": "papa-server", "namespace": NS, "finalizers": ["test/hold"]},
+        "spec": {"containers": [{"name": "x", "image": "x"}]},
+    }
+    cluster.core.create_namespaced_pod(NS, pod)
+    cluster.core.delete_namespaced_pod("papa-server", NS, _preload_content=False)
+    cluster.create("papa", **SMALL)
+    wait_for(lambda: cluster.status("papa").get("reason") == "WaitingForCleanup", what="waiting")
+    assert not any(cluster.children("papa").values())  # nothing created while it is there
+    cluster.core.patch_namespaced_pod(
+        "papa-server", NS, {"metadata": {"finalizers": None}}, _preload_content=False
+    )
+    wait_for(lambda: len(cluster.children("papa")["v1/pods"]) == 2, what="the new pods")
+
+
+def test_an_image_outside_the_allowed_patterns_runs_nothing(
+    cluster: Cluster, operator: KopfRunner
+) -> None:
+    cluster.create("quebec", image="evil.example/miner:latest", **SMALL)
+    status = wait_for(phase_in(cluster, "quebec", "Failed"))
+    assert status["reason"] == "ImageNotAllowed"
+    assert "evil.example/miner:latest" in status["message"]
+    assert not any(cluster.children("quebec").values())
+    assert not cluster.requests(kmock.action.CREATE, "v1/pods", "quebec-server")
+
+
+def test_turn_credentials_stay_in_their_secret(cluster: Cluster, operator: KopfRunner) -> None:
+    ref = {"name": "turn-credentials", "key": "password"}
+    turn = {"urls": ["turn:turn.example:3478"], "username": "rebound", "credentialSecretRef": ref}
+    cluster.create("romeo", iceServers=[turn], **SMALL)
+    wait_for(lambda: len(cluster.children("romeo")["v1/pods"]) == 2, what="pods")
+    for pod in cluster.children("romeo")["v1/pods"]:
+        (container,) = pod["spec"]["containers"]
+        assert "credentialSecretRef" not in json.dumps(container["args"])
+        assert {
+            "name": "REBOUND_ICE_CREDENTIAL_0",
+            "valueFrom": {"secretKeyRef": ref},
+        } in container["env"]
+    wait_for(
+        lambda: any(
+            k.endswith("last-handled-configuration")
+            for k in cluster.session("romeo")["metadata"].get("annotations") or {}
+        ),
+        what="kopf's annotation",
+    )
+    annotations = json.dumps(cluster.session("romeo")["metadata"]["annotations"])
+    assert '"credential"' not in annotations.replace('\\"', '"')
+
+
+def test_the_api_server_egress_names_its_addresses(cluster: Cluster, operator: KopfRunner) -> None:
+    cluster.create("sierra", **SMALL)
+    wait_for(lambda: cluster.children("sierra")["networking.k8s.io/v1/networkpolicies"])
+    (policy,) = cluster.children("sierra")["networking.k8s.io/v1/networkpolicies"]
+    egress = policy["spec"]["egress"]
+    assert all(rule.get("to") for rule in egress)
+    blocks = {b["ipBlock"]["cidr"] for rule in egress for b in rule["to"] if "ipBlock" in b}
+    assert blocks == {"10.96.0.1/32", "172.18.0.2/32"}
+
+
+def test_pods_and_configmaps_are_watched_only_through_the_childrens_selector(
+    cluster: Cluster, operator: KopfRunner
+) -> None:
+    from rebound_operator.children import CHILD_SELECTOR
+
+    seen = 0
+    for resource in ("v1/pods", "v1/configmaps"):
+        for action in (kmock.action.LIST, kmock.action.WATCH):
+            for request in cluster.requests(action, resource):
+                seen += 1
+                assert request.params.get("labelSelector") == CHILD_SELECTOR, request
+    assert seen >= 2  # kopf listed and watched both

@@ -8,14 +8,18 @@ from rebound_operator.lifecycle import (
     CONDITION_TYPES,
     Observation,
     PodView,
-    check_metrics,
+    Signals,
+    acknowledge,
     evaluate,
     failed_status,
     format_time,
-    parse_metrics,
-    read_metrics,
+    image_refusal,
+    recorded_spec,
+    spec_changed,
+    waiting_status,
 )
-from rebound_operator.spec import parse_spec
+from rebound_operator.metrics import check_metrics, parse_metrics, read_metrics
+from rebound_operator.spec import InvalidSpec, parse_spec
 
 T0 = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
 SPEC = parse_spec(
@@ -48,6 +52,18 @@ def ended(name: str, code: int, at: datetime = T0, reason: str | None = None) ->
     return PodView(name, phase, exit_code=code, reason=reason, started=True, finished_at=at)
 
 
+SERVER_KEYS = ("offer", "metrics", "summary", "error")
+
+
+def signals(data: dict[str, str]) -> Signals:
+    """The two ConfigMaps from one flat dict: `answer` and `client_error` are the client's."""
+    server = {k: v for k, v in data.items() if k in SERVER_KEYS}
+    client = {"answer": data["answer"]} if "answer" in data else {}
+    if "client_error" in data:
+        client["error"] = data["client_error"]
+    return Signals.read(server, client)
+
+
 def observe(
     seconds: float = 5,
     server: PodView | None = None,
@@ -60,7 +76,7 @@ def observe(
         start=T0,
         server=server if server is not None else PodView("s-server"),
         client=client if client is not None else PodView("s-client"),
-        signaling={} if data is None else data,
+        signals=signals(data or {}),
         **kw,
     )
 
@@ -102,6 +118,9 @@ def test_succeeds_when_the_server_completes_within_the_threshold() -> None:
     assert status["completionTime"] == format_time(obs.now)
     conditions = {c["type"]: c["status"] for c in status["conditions"]}
     assert conditions == {
+        "Ready": "True",
+        "Reconciling": "False",
+        "Stalled": "False",
         "PodsReady": "False",
         "Signaled": "True",
         "Connected": "False",
@@ -123,7 +142,7 @@ def test_waits_for_the_client_to_finish_then_judges_anyway_after_a_grace() -> No
         start=T0,
         server=ended("s-server", 0, at=T0),
         client=running("s-client"),
-        signaling=data,
+        signals=signals(data),
     )
     assert phase_of(late) == ("Succeeded", "Completed")
     # Job-like: the verdict is final only with every pod ended or being stopped.
@@ -145,10 +164,13 @@ def test_a_client_failing_after_the_server_completed_does_not_undo_the_result() 
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
-        ({"summary": summary(mean_error_px=0.9)}, "ErrorTooHigh"),
+        (
+            {"summary": summary(mean_error_px=0.9, p95_error_px=1.5, max_error_px=2.0)},
+            "ErrorTooHigh",
+        ),
         ({"summary": summary(frames_matched=0, mean_error_px=None)}, "NoMeasurements"),
         ({}, "MetricsMissing"),
-        ({"summary": "{not json"}, "MetricsMissing"),
+        ({"summary": "{not json"}, "MalformedMetrics"),
     ],
 )
 def test_completed_sessions_can_still_fail(data: dict[str, str], reason: str) -> None:
@@ -167,13 +189,13 @@ def test_a_failed_client_fails_the_session_naming_it_and_stops_the_server() -> N
     obs = observe(
         server=running("s-server"),
         client=ended("s-client", 137, reason="OOMKilled"),
-        data={"offer": "o", "answer": "a", "error": "client: boom"},
+        data={"offer": "o", "answer": "a", "client_error": "client: boom", "error": "not me"},
     )
     verdict = evaluate(SPEC, obs, {"phase": "Connected"})
     assert (verdict.phase, verdict.status["reason"]) == ("Failed", "PodFailed")
     message = verdict.status["message"]
     assert "s-client" in message and "137" in message and "OOMKilled" in message
-    assert "client: boom" in message
+    assert "client: boom" in message and "not me" not in message  # the failed role's error
     assert verdict.stop_pods == ["s-server"]
     assert verdict.events[0].type == "Warning"
 
@@ -213,12 +235,20 @@ def test_a_pod_pending_too_long_fails() -> None:
 
 
 def test_deleted_children_fail_the_session() -> None:
-    obs = Observation(now=T0, start=T0, server=running("s-server"), client=None, signaling={})
+    both = Signals.read({}, {})
+    obs = Observation(now=T0, start=T0, server=running("s-server"), client=None, signals=both)
     assert phase_of(obs) == ("Failed", "PodDeleted")
-    gone = Observation(
-        now=T0, start=T0, server=running("s-server"), client=running("s-client"), signaling=None
-    )
-    assert phase_of(gone) == ("Failed", "SignalingLost")
+    for server, client, role in (({}, None, "client"), (None, {}, "server")):
+        gone = Observation(
+            now=T0,
+            start=T0,
+            server=running("s-server"),
+            client=running("s-client"),
+            signals=Signals.read(server, client),
+        )
+        status = evaluate(SPEC, gone, {}).status
+        assert (status["phase"], status["reason"]) == ("Failed", "SignalingLost")
+        assert f"the {role}'s signaling ConfigMap" in status["message"]
 
 
 # ---- time-based rules -------------------------------------------------------------------
@@ -260,6 +290,9 @@ def test_conditions_follow_api_conventions_and_keep_transition_times() -> None:
     first = evaluate(SPEC, observe(1, **live, data={"offer": "o"}), {}, generation=3).status
     assert [c["type"] for c in first["conditions"]] == list(CONDITION_TYPES)
     assert set(CONDITION_TYPES) == {
+        "Ready",
+        "Reconciling",
+        "Stalled",
         "PodsReady",
         "Signaled",
         "Connected",
@@ -297,6 +330,13 @@ def test_live_metrics_are_published_and_malformed_ones_ignored() -> None:
     ).status
     assert "metrics" not in bad
     assert bad["phase"] == "Signaling"
+    # Once Connected, malformed live metrics never move the phase back (the last good
+    # numbers stay in the status: a merge patch without `metrics` keeps them).
+    later = evaluate(
+        SPEC, observe(**live, data={"offer": "o", "answer": "a", "metrics": "garbage"}), ok
+    ).status
+    assert (later["phase"], later["reason"]) == ("Connected", "Streaming")
+    assert "metrics" not in later
 
 
 @pytest.mark.parametrize(
@@ -309,7 +349,6 @@ def test_live_metrics_are_published_and_malformed_ones_ignored() -> None:
         summary(mean_error_px="0.1"),
         summary(frames_sent=1.5),
         summary(frames_sent=True),
-        summary(extra=1),
         '{"mean_error_px": NaN}',
     ],
 )
@@ -317,9 +356,24 @@ def test_parse_metrics_rejects_malformed_summaries(text: str | None) -> None:
     assert parse_metrics(text) is None
 
 
-def test_parse_metrics_accepts_nulls() -> None:
-    parsed = parse_metrics(summary(mean_error_px=None, frames_dropped_by_client=None))
+def test_parse_metrics_accepts_nulls_where_nothing_was_measured() -> None:
+    parsed = parse_metrics(
+        summary(
+            frames_matched=0,
+            mean_error_px=None,
+            p95_error_px=None,
+            max_error_px=None,
+            latency_ms_p50=None,
+            latency_ms_p95=None,
+            frames_dropped_by_client=None,
+        )
+    )
     assert parsed is not None and parsed["mean_error_px"] is None
+
+
+def test_unknown_summary_keys_are_ignored() -> None:
+    parsed = parse_metrics(summary(extra=1, note="x" * 100))
+    assert parsed is not None and set(parsed) == set(json.loads(summary()))
 
 
 # ---- pod summaries ---------------------------------------------------------------------
@@ -382,7 +436,6 @@ def test_pod_view_from_manifests() -> None:
         ("{not json", "not JSON"),
         ("[1, 2]", "not a JSON object but list"),
         ('{"frames_sent": 1}', "missing coordinates_received"),
-        (summary(extra=1), "unexpected extra"),
         (summary(mean_error_px="0.1"), "mean_error_px is not a number"),
         (summary(frames_sent=1.5), "frames_sent is not an integer"),
         ('{"mean_error_px": NaN}', "missing frames_sent"),
@@ -396,10 +449,10 @@ def test_check_metrics_says_what_is_wrong(text: str, problem: str) -> None:
 
 
 def test_a_good_summary_supersedes_malformed_live_metrics() -> None:
-    reading = read_metrics({"metrics": "garbage", "summary": summary()})
+    reading = read_metrics(summary(), "garbage")
     assert reading.problem is None and reading.final is not None
     assert reading.live == reading.final
-    broken = read_metrics({"metrics": summary(), "summary": "garbage"})
+    broken = read_metrics("garbage", summary())
     assert broken.final is None and broken.live is not None  # live numbers still shown
     assert broken.problem is not None and broken.problem.startswith("data.summary: not JSON")
 
@@ -427,7 +480,7 @@ def test_a_malformed_summary_fails_a_completed_session_saying_why() -> None:
         data={"offer": "o", "answer": "a", "summary": "[]"},
     )
     status = evaluate(SPEC, obs, {"phase": "Connected"}).status
-    assert (status["phase"], status["reason"]) == ("Failed", "MetricsMissing")
+    assert (status["phase"], status["reason"]) == ("Failed", "MalformedMetrics")
     assert "data.summary: not a JSON object" in status["message"]
 
 
@@ -463,6 +516,8 @@ def test_failed_status_sets_every_condition() -> None:
     assert conditions["Failed"]["status"] == "True"
     assert conditions["Succeeded"]["status"] == "False"
     assert conditions["MetricsReadable"]["status"] == "Unknown"
+    assert conditions["Stalled"]["status"] == "True"
+    assert conditions["Ready"]["status"] == conditions["Reconciling"]["status"] == "False"
     assert all(c["observedGeneration"] == 2 for c in conditions.values())
 
 
@@ -500,3 +555,214 @@ def test_unlimited_connected_sessions_need_no_wake_up_and_terminal_ones_none() -
     assert evaluate(unlimited, obs, {}).wake_at is None
     done = observe(server=ended("s-server", 1), client=running("s-client"))
     assert evaluate(SPEC, done, {}).wake_at is None
+
+
+# ---- untrusted peers: nothing they write can wedge, bloat or forge a result (issue 8) ----
+
+
+def streaming(**data: str) -> dict[str, Any]:
+    return {
+        "server": running("s-server"),
+        "client": running("s-client"),
+        "data": {"offer": "o", "answer": "a", **data},
+    }
+
+
+def test_a_recursion_bomb_never_raises_and_the_deadline_still_fires() -> None:
+    bomb = "[" * 100_000
+    for text in (bomb, "[" * 4000):
+        live = streaming(metrics=summary(), summary=text)
+        verdict = evaluate(SPEC, observe(10, **live), {"phase": "Connected"})
+        readable = {c["type"]: c for c in verdict.status["conditions"]}["MetricsReadable"]
+        assert readable["reason"] == "MalformedMetrics"
+        assert verdict.wake_at == T0 + timedelta(seconds=600)  # the deadline is still armed
+        late = evaluate(SPEC, observe(601, **live), verdict.status)
+        assert (late.phase, late.status["reason"]) == ("Failed", "DeadlineExceeded")
+    done = observe(server=ended("s-server", 0), client=ended("s-client", 0), data={"summary": bomb})
+    assert phase_of(done, previous={"phase": "Connected"}) == ("Failed", "MalformedMetrics")
+
+
+def test_huge_peer_and_kubelet_text_is_cut_to_one_short_line() -> None:
+    huge_error = "e" * 600_000 + "\n" + "second line"
+    oom = PodView.from_manifest(
+        {
+            "metadata": {"name": "s-client", "uid": "u1"},
+            "status": {
+                "phase": "Failed",
+                "containerStatuses": [
+                    {"state": {"terminated": {"exitCode": 1, "message": "m" * 100_000}}}
+                ],
+            },
+        }
+    )
+    assert oom.message is not None and len(oom.message) <= 256
+    obs = observe(
+        server=running("s-server"),
+        client=oom,
+        data={"offer": "o", "answer": "a", "client_error": huge_error},
+    )
+    verdict = evaluate(SPEC, obs, {"phase": "Connected"})
+    assert verdict.status["reason"] == "PodFailed"
+    assert len(json.dumps(verdict.status)) < 16_000
+    for message in [verdict.status["message"]] + [e.message for e in verdict.events]:
+        assert len(message) <= 1024 and "\n" not in message
+    bloated = summary(extra="x" * 450_000)
+    obs = observe(
+        server=ended("s-server", 0), client=ended("s-client", 0), data={"summary": bloated}
+    )
+    verdict = evaluate(SPEC, obs, {"phase": "Connected"})
+    assert (verdict.phase, verdict.status["reason"]) == ("Failed", "MalformedMetrics")
+    assert "too large" in verdict.status["message"]
+    assert len(json.dumps(verdict.status)) < 16_000
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        summary(mean_error_px=-5.0, p95_error_px=-5.0, max_error_px=-5.0),
+        summary(frames_matched=5000, frames_sent=-1),
+        summary(frames_matched=5000, coordinates_received=5000),
+        summary(frames_dropped_by_client=int("9" * 401)),
+        summary(mean_error_px=float("nan")),
+    ],
+)
+def test_an_implausible_summary_never_succeeds(bad: str) -> None:
+    obs = observe(server=ended("s-server", 0), client=ended("s-client", 0), data={"summary": bad})
+    verdict = evaluate(SPEC, obs, {"phase": "Connected"})
+    assert (verdict.phase, verdict.status["reason"]) == ("Failed", "MalformedMetrics")
+    assert "metrics" not in verdict.status or verdict.status["metrics"]["final"] is False
+
+
+def test_the_client_cannot_forge_the_server_keys() -> None:
+    # The client writes a perfect summary and an offer into its own ConfigMap: ignored.
+    forged = Signals.read({}, {"answer": "a", "summary": summary(), "offer": "o"})
+    assert forged.summary is None and not forged.offer
+    obs = Observation(
+        now=T0, start=T0, server=ended("s-server", 0), client=ended("s-client", 0), signals=forged
+    )
+    assert phase_of(obs) == ("Failed", "MetricsMissing")
+    # ... and the server cannot answer for the client.
+    assert not Signals.read({"answer": "a"}, {}).answer
+
+
+def test_pending_too_long_speaks_in_seconds() -> None:
+    obs = observe(seconds=11, pending_timeout=timedelta(seconds=10))
+    status = evaluate(SPEC, obs, {}).status
+    assert status["reason"] == "PodPendingTooLong"
+    assert "has not started after 10 s" in status["message"]
+
+
+def test_a_missing_secret_reads_clearly() -> None:
+    stuck = PodView(
+        "s-server",
+        waiting_reason="CreateContainerConfigError",
+        message='secret "turn" not found',
+    )
+    status = evaluate(SPEC, observe(server=stuck), {}).status
+    assert (status["phase"], status["reason"]) == ("Failed", "PodStartFailed")
+    assert status["message"] == (
+        'server pod s-server cannot start (CreateContainerConfigError): secret "turn" not found'
+    )
+
+
+# ---- phases never move backwards; kstatus conditions -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("old", "data", "expected"),
+    [
+        ("Connected", {"metrics": "garbage"}, "Connected"),
+        ("Connected", {}, "Connected"),
+        ("Signaling", {}, "Signaling"),
+    ],
+)
+def test_the_phase_never_moves_backwards(old: str, data: dict[str, str], expected: str) -> None:
+    obs = observe(server=PodView("s-server"), client=PodView("s-client"), data=data)
+    previous = {"phase": old, "reason": "Before", "message": "as before"}
+    assert evaluate(SPEC, obs, previous).phase == expected
+
+
+@pytest.mark.parametrize(
+    ("obs", "previous", "ready", "reconciling", "stalled"),
+    [
+        (observe(), {}, "False", "True", "False"),
+        (observe(**streaming(metrics=summary())), {}, "False", "True", "False"),
+        (
+            observe(
+                server=ended("s-server", 0),
+                client=ended("s-client", 0),
+                data={"summary": summary()},
+            ),
+            {"phase": "Connected"},
+            "True",
+            "False",
+            "False",
+        ),
+        (observe(server=ended("s-server", 1)), {}, "False", "False", "True"),
+    ],
+)
+def test_kstatus_conditions(
+    obs: Observation, previous: dict[str, Any], ready: str, reconciling: str, stalled: str
+) -> None:
+    status = evaluate(SPEC, obs, previous, generation=4).status
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert (
+        conditions["Ready"]["status"],
+        conditions["Reconciling"]["status"],
+        conditions["Stalled"]["status"],
+    ) == (ready, reconciling, stalled)
+    for kind in ("Ready", "Reconciling", "Stalled"):
+        assert conditions[kind]["reason"] == status["reason"]
+        assert conditions[kind]["observedGeneration"] == 4
+    assert status["observedGeneration"] == 4
+
+
+# ---- the spec a session is judged by; image policy ----------------------------------------
+
+
+def test_the_recorded_spec_wins_and_an_edit_is_reported() -> None:
+    recorded = parse_spec({"maxMeanErrorPx": 0.5})
+    assert recorded_spec({"sessionSpec": recorded.record()}) == recorded
+    assert recorded_spec({}) is None
+    with pytest.raises(InvalidSpec, match=r"^status\.sessionSpec\.fps"):
+        recorded_spec({"sessionSpec": {"fps": 0}})
+    assert spec_changed(recorded, {"maxMeanErrorPx": 0.5}, 1) is None
+    event = spec_changed(recorded, {"maxMeanErrorPx": 100}, 2)
+    assert event is not None and (event.type, event.reason) == ("Warning", "SpecChanged")
+    assert "generation 2" in event.message
+    assert spec_changed(recorded, {"fps": "fast"}, 3) is not None  # an invalid edit too
+
+
+@pytest.mark.parametrize(
+    ("image", "allowed", "refused"),
+    [
+        ("", [], False),
+        ("peer:1", [], False),
+        ("evil/miner:latest", [], True),
+        ("registry.example/rebound-peer:0.2.0", ["registry.example/rebound-peer:*"], False),
+        ("registry.example/other:0.2.0", ["registry.example/rebound-peer:*"], True),
+        ("peer:1@sha256:abc", ["peer:1"], True),
+    ],
+)
+def test_image_policy(image: str, allowed: list[str], refused: bool) -> None:
+    spec = parse_spec({"image": image})
+    result = image_refusal(spec, "peer:1", allowed)
+    assert (result is not None) == refused
+    if result:
+        assert result[0] == "ImageNotAllowed" and image in result[1]
+
+
+def test_acknowledge_moves_only_the_observed_generation() -> None:
+    done = failed_status("PodFailed", "x", T0, generation=1)
+    patch = acknowledge(done, 2)
+    assert patch["observedGeneration"] == 2
+    assert [c["observedGeneration"] for c in patch["conditions"]] == [2] * len(CONDITION_TYPES)
+    assert [c["status"] for c in patch["conditions"]] == [c["status"] for c in done["conditions"]]
+
+
+def test_waiting_status_is_pending_and_reconciling() -> None:
+    status = waiting_status("ConfigMap x still belongs to a deleted BallSession", T0)
+    conditions = {c["type"]: c["status"] for c in status["conditions"]}
+    assert (status["phase"], status["reason"]) == ("Pending", "WaitingForCleanup")
+    assert conditions["Reconciling"] == "True" and conditions["Stalled"] == "False"
+    assert status["startTime"] == format_time(T0)
