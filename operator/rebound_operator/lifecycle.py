@@ -103,6 +103,8 @@ class PodView:
     started: bool = False
     finished_at: datetime | None = None
     uid: str = ""
+    deleted_at: datetime | None = None
+    """metadata.deletionTimestamp: someone asked for the pod to go."""
 
     @classmethod
     def from_manifest(cls, pod: Mapping[str, Any]) -> PodView:
@@ -115,6 +117,7 @@ class PodView:
             phase=one_line(status.get("phase") or "Pending", 32),
             reason=_detail(status.get("reason")),
             message=_detail(status.get("message")),
+            deleted_at=parse_time(meta.get("deletionTimestamp")),
         )
         for container in status.get("containerStatuses") or []:
             state = container.get("state") or {}
@@ -338,6 +341,41 @@ def _failure(spec: BallSessionSpec, obs: Observation) -> tuple[str, str] | None:
     return None
 
 
+def _ran_to_its_limit(spec: BallSessionSpec, reading: MetricsReading) -> bool:
+    """Whether the server's summary shows it ended at the spec's own limit. A frame limit is
+    checked by count; a time limit is trusted (a starved server sends fewer frames in its
+    time); an unlimited session never ends by itself."""
+    if spec.frames == 0 and spec.duration_seconds == 0:
+        return False
+    if spec.duration_seconds:
+        return True
+    metrics = reading.final
+    return metrics is None or metrics["frames_sent"] >= spec.frames
+
+
+def _stopped_from_outside(
+    spec: BallSessionSpec, server: PodView, client: PodView | None, reading: MetricsReading
+) -> tuple[str, str] | None:
+    """A server that exited 0 because a peer pod was deleted (its SIGTERM ends a peer
+    gracefully), or before its limit, did not complete the session."""
+    finished = server.finished_at
+    for role, pod in (("client", client), ("server", server)):
+        if pod is not None and pod.deleted_at is not None:
+            if finished is None or pod.deleted_at <= finished:
+                return "PodDeleted", f"{role} pod {pod.name} was deleted before the session ended"
+    if _ran_to_its_limit(spec, reading):
+        return None
+    if client is None:
+        return "PodDeleted", "client pod was deleted before the session ended"
+    sent = reading.final["frames_sent"] if reading.final else None
+    if spec.frames == 0 and spec.duration_seconds == 0:
+        return "Interrupted", (
+            f"server pod {server.name} stopped after {sent} frames; a session without a limit "
+            "only ends when its BallSession is deleted"
+        )
+    return "Interrupted", f"server pod {server.name} stopped after {sent} of {spec.frames} frames"
+
+
 def _judge_result(spec: BallSessionSpec, reading: MetricsReading) -> tuple[str, str, str]:
     """Phase, reason and message for a session whose server completed."""
     metrics = reading.final
@@ -375,6 +413,9 @@ def _phase(
 ) -> tuple[str, str, str]:
     server, client, signals = obs.server, obs.client, obs.signals
     if server is not None and server.succeeded:
+        stopped = _stopped_from_outside(spec, server, client, reading)
+        if stopped:
+            return FAILED, *stopped
         # The measurement is complete; what the client does afterwards cannot undo it.
         client_done = client is None or client.ended
         finished = server.finished_at

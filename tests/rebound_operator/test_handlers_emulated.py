@@ -523,7 +523,7 @@ def test_a_huge_peer_error_still_fails_the_session_and_stops_the_pods(
 def test_a_session_is_judged_by_the_spec_it_started_with(
     cluster: Cluster, operator: KopfRunner
 ) -> None:
-    cluster.create("mike", maxMeanErrorPx=1.0, **SMALL)
+    cluster.create("mike", maxMeanErrorPx=1.0, frames=120, **SMALL)
     status = wait_for(lambda: cluster.status("mike").get("sessionSpec") and cluster.status("mike"))
     assert status["sessionSpec"]["maxMeanErrorPx"] == 1.0
     # An edit that slipped past admission (no CEL): the session keeps its spec, and says so.

@@ -158,6 +158,54 @@ def test_a_client_failing_after_the_server_completed_does_not_undo_the_result() 
     assert phase_of(obs) == ("Succeeded", "Completed")
 
 
+def test_a_client_pod_deleted_before_the_server_finished_fails_the_session_naming_it() -> None:
+    # Found on a real API server: the deleted client's SIGTERM ends both peers gracefully
+    # (exit 0, a partial summary), which must not read as a completed session.
+    data = {
+        "offer": "o",
+        "answer": "a",
+        "summary": summary(frames_sent=65, coordinates_received=62, frames_matched=62),
+    }
+    deleted = PodView("s-client", "Running", started=True, deleted_at=T0 - timedelta(seconds=1))
+    assert phase_of(observe(server=ended("s-server", 0), client=deleted, data=data)) == (
+        "Failed",
+        "PodDeleted",
+    )
+    status = evaluate(SPEC, observe(server=ended("s-server", 0), client=deleted, data=data), {})
+    assert "s-client" in status.status["message"]
+    gone = observe(server=ended("s-server", 0), client=None, data=data)
+    gone = Observation(gone.now, gone.start, gone.server, None, gone.signals)
+    assert phase_of(gone) == ("Failed", "PodDeleted")
+
+
+def test_a_pod_deleted_after_the_server_completed_does_not_undo_the_result() -> None:
+    data = {"offer": "o", "answer": "a", "summary": summary()}
+    later = PodView(
+        "s-client",
+        "Succeeded",
+        exit_code=0,
+        started=True,
+        finished_at=T0,
+        deleted_at=T0 + timedelta(seconds=5),
+    )
+    assert phase_of(observe(server=ended("s-server", 0), client=later, data=data)) == (
+        "Succeeded",
+        "Completed",
+    )
+
+
+def test_a_server_that_stops_short_of_its_limit_did_not_complete() -> None:
+    data = {"offer": "o", "answer": "a", "summary": summary(frames_sent=100, frames_matched=99)}
+    obs = observe(server=ended("s-server", 0), client=ended("s-client", 0), data=data)
+    status = evaluate(SPEC, obs, {}).status
+    assert (status["phase"], status["reason"]) == ("Failed", "Interrupted")
+    assert "100 of 300 frames" in status["message"]
+    unlimited = parse_spec({"frames": 0, "durationSeconds": 0, "activeDeadlineSeconds": 0})
+    assert phase_of(obs, unlimited) == ("Failed", "Interrupted")
+    timed = parse_spec({"frames": 0, "durationSeconds": 10})
+    assert phase_of(obs, timed) == ("Succeeded", "Completed")  # a starved server sends fewer
+
+
 # ---- results that fail -----------------------------------------------------------------
 
 
