@@ -264,6 +264,7 @@ async def _reconcile(body: Mapping[str, Any], memo: kopf.Memo, *, ensure_childre
     observed = await asyncio.to_thread(cluster.observe, name, namespace, uid)
     server = None if observed.server is None else PodView.from_manifest(observed.server)
     client = None if observed.client is None else PodView.from_manifest(observed.client)
+    names = Names.of(name)
     observation = Observation(
         now=now,
         start=start,
@@ -271,9 +272,9 @@ async def _reconcile(body: Mapping[str, Any], memo: kopf.Memo, *, ensure_childre
         client=client,
         signals=Signals.read(observed.server_data, observed.client_data),
         pending_timeout=timedelta(seconds=settings.pending_timeout_seconds),
+        pod_names={"server": names.server_pod, "client": names.client_pod},
     )
     verdict = evaluate(spec, observation, previous, generation)
-    names = Names.of(name)
     status = {
         **verdict.status,
         "startTime": format_time(start),

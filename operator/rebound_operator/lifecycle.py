@@ -90,6 +90,16 @@ def _detail(value: Any) -> str | None:
     return None if value is None else one_line(value)
 
 
+def _deletion_requested(meta: Mapping[str, Any]) -> datetime | None:
+    deadline = parse_time(meta.get("deletionTimestamp"))
+    grace = meta.get("deletionGracePeriodSeconds")
+    if deadline is None:
+        return None
+    if isinstance(grace, int) and not isinstance(grace, bool) and 0 <= grace <= 10**6:
+        return deadline - timedelta(seconds=grace)
+    return deadline
+
+
 @dataclass(frozen=True)
 class PodView:
     """What the state machine needs to know about one peer pod (text fields bounded)."""
@@ -104,7 +114,8 @@ class PodView:
     finished_at: datetime | None = None
     uid: str = ""
     deleted_at: datetime | None = None
-    """metadata.deletionTimestamp: someone asked for the pod to go."""
+    """When someone asked for the pod to go: metadata.deletionTimestamp is that moment plus
+    the grace period, so the grace period is taken off."""
 
     @classmethod
     def from_manifest(cls, pod: Mapping[str, Any]) -> PodView:
@@ -117,7 +128,7 @@ class PodView:
             phase=one_line(status.get("phase") or "Pending", 32),
             reason=_detail(status.get("reason")),
             message=_detail(status.get("message")),
-            deleted_at=parse_time(meta.get("deletionTimestamp")),
+            deleted_at=_deletion_requested(meta),
         )
         for container in status.get("containerStatuses") or []:
             state = container.get("state") or {}
@@ -211,6 +222,14 @@ class Observation:
     client: PodView | None
     signals: Signals = field(default_factory=Signals)
     pending_timeout: timedelta = timedelta(minutes=5)
+    pod_names: Mapping[str, str] = field(default_factory=dict)
+    """role -> the pod's name, to name a pod that no longer exists."""
+
+    def gone(self, role: str) -> str:
+        """The message for a peer pod that was deleted before the session ended."""
+        name = self.pod_names.get(role)
+        pod = f"{role} pod {name}" if name else f"{role} pod"
+        return f"{pod} was deleted before the session ended"
 
 
 @dataclass(frozen=True)
@@ -321,7 +340,7 @@ def _pod_failure(pod: PodView, role: str, obs: Observation) -> tuple[str, str] |
 def _failure(spec: BallSessionSpec, obs: Observation) -> tuple[str, str] | None:
     for role, pod in (("server", obs.server), ("client", obs.client)):
         if pod is None:
-            return "PodDeleted", f"{role} pod was deleted before the session ended"
+            return "PodDeleted", obs.gone(role)
         found = _pod_failure(pod, role, obs)
         if found:
             return found
@@ -354,19 +373,23 @@ def _ran_to_its_limit(spec: BallSessionSpec, reading: MetricsReading) -> bool:
 
 
 def _stopped_from_outside(
-    spec: BallSessionSpec, server: PodView, client: PodView | None, reading: MetricsReading
+    spec: BallSessionSpec,
+    obs: Observation,
+    server: PodView,
+    client: PodView | None,
+    reading: MetricsReading,
 ) -> tuple[str, str] | None:
     """A server that exited 0 because a peer pod was deleted (its SIGTERM ends a peer
     gracefully), or before its limit, did not complete the session."""
     finished = server.finished_at
     for role, pod in (("client", client), ("server", server)):
-        if pod is not None and pod.deleted_at is not None:
-            if finished is None or pod.deleted_at <= finished:
-                return "PodDeleted", f"{role} pod {pod.name} was deleted before the session ended"
+        deleted = None if pod is None else pod.deleted_at
+        if pod is not None and deleted is not None and (finished is None or deleted <= finished):
+            return "PodDeleted", f"{role} pod {pod.name} was deleted before the session ended"
     if _ran_to_its_limit(spec, reading):
         return None
     if client is None:
-        return "PodDeleted", "client pod was deleted before the session ended"
+        return "PodDeleted", obs.gone("client")
     sent = reading.final["frames_sent"] if reading.final else None
     if spec.frames == 0 and spec.duration_seconds == 0:
         return "Interrupted", (
@@ -413,7 +436,7 @@ def _phase(
 ) -> tuple[str, str, str]:
     server, client, signals = obs.server, obs.client, obs.signals
     if server is not None and server.succeeded:
-        stopped = _stopped_from_outside(spec, server, client, reading)
+        stopped = _stopped_from_outside(spec, obs, server, client, reading)
         if stopped:
             return FAILED, *stopped
         # The measurement is complete; what the client does afterwards cannot undo it.

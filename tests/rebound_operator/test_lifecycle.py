@@ -174,8 +174,24 @@ def test_a_client_pod_deleted_before_the_server_finished_fails_the_session_namin
     status = evaluate(SPEC, observe(server=ended("s-server", 0), client=deleted, data=data), {})
     assert "s-client" in status.status["message"]
     gone = observe(server=ended("s-server", 0), client=None, data=data)
-    gone = Observation(gone.now, gone.start, gone.server, None, gone.signals)
-    assert phase_of(gone) == ("Failed", "PodDeleted")
+    gone = Observation(
+        gone.now, gone.start, gone.server, None, gone.signals, pod_names={"client": "s-client"}
+    )
+    status = evaluate(SPEC, gone, {}).status
+    assert (status["phase"], status["reason"]) == ("Failed", "PodDeleted")
+    assert status["message"] == "client pod s-client was deleted before the session ended"
+
+
+def test_a_deletion_counts_from_its_request_not_from_the_end_of_its_grace() -> None:
+    pod = {
+        "metadata": {
+            "name": "s-client",
+            "deletionTimestamp": format_time(T0 + timedelta(seconds=10)),
+            "deletionGracePeriodSeconds": 10,
+        },
+        "status": {"phase": "Running"},
+    }
+    assert PodView.from_manifest(pod).deleted_at == T0
 
 
 def test_a_pod_deleted_after_the_server_completed_does_not_undo_the_result() -> None:
