@@ -59,7 +59,7 @@ bench: bench-peers bench-operator  ## all benchmarks (prints Markdown tables)
 bench-peers:  ## detector throughput + full sessions
 	$(PY) -m bench.peers
 
-bench-operator:  ## 100 BallSessions against the emulated API server
+bench-operator:  ## 100 BallSessions: emulated and (after make cluster-up) real API server; memory with 10k+10k unrelated objects
 	$(PY) -m bench.operator
 
 clean:  ## remove the virtualenv and caches (not the control-plane binaries)

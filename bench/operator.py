@@ -1,4 +1,5 @@
-"""`make bench-operator`: 100 BallSessions created at once against the emulated API server.
+"""`make bench-operator`: 100 BallSessions created at once against the emulated API server,
+and against the real one when `make cluster-up` ran (see bench/cluster.py).
 
 The real operator (a `python -m rebound_operator` process) reconciles them; no kubelet runs,
 so the pods stay Pending. Measures: time until every session has all its children and a
@@ -129,27 +130,75 @@ def _s(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Print the operator benchmark table."""
-    parser = argparse.ArgumentParser(prog="python -m bench.operator")
-    parser.add_argument("--sessions", type=int, default=100)
-    parser.add_argument("--timeout", type=float, default=120)
-    args = parser.parse_args(argv)
-    r = run(args.sessions, args.timeout)
-    print(f"Machine: {describe()}\n")
-    print("### Operator: BallSessions created at once against the emulated API server\n")
-    print(
-        f"| sessions | with all {CHILD_KINDS} children | all children after (s) "
-        "| create→children p50 / p95 (s) "
-        "| create→status p50 / p95 (s) | operator peak RSS (MB) | operator CPU (s) |"
-    )
-    print("|---:|---:|---:|---:|---:|---:|---:|")
-    print(
-        f"| {r['sessions']} | {r['with_children']} | {_s(r['all_children_s'])} "
+def _row(where: str, r: dict[str, Any]) -> str:
+    return (
+        f"| {where} | {r['sessions']} | {r['with_children']} | {_s(r['all_children_s'])} "
         f"| {_s(r['children_p50'])} / {_s(r['children_p95'])} "
         f"| {_s(r['status_p50'])} / {_s(r['status_p95'])} | {r['rss_mb']:.0f} "
         f"| {r['operator_cpu_s']:.1f} |"
     )
+
+
+def _real_cluster() -> tuple[Any, str | None]:
+    """The local cluster's API (make cluster-up), or None and why not."""
+    from bench import cluster
+    from localcluster.layout import Layout
+
+    layout = Layout.default()
+    if not layout.kubeconfig.exists():
+        return None, "no local cluster (run `make cluster-up` first)"
+    try:
+        api = cluster.connect(layout)
+        cluster.operator_process(api)
+    except Exception as exc:
+        return None, f"local cluster not usable: {exc}"
+    return api, None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the operator benchmark tables: emulator and, if `make cluster-up` ran, the real
+    API server side by side, then the operator's memory with unrelated objects."""
+    parser = argparse.ArgumentParser(prog="python -m bench.operator")
+    parser.add_argument("--sessions", type=int, default=100)
+    parser.add_argument("--timeout", type=float, default=120)
+    parser.add_argument(
+        "--unrelated",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="unrelated Pods and ConfigMaps (N each) for the memory row; 0 skips it",
+    )
+    args = parser.parse_args(argv)
+    from bench import cluster
+
+    emulated = run(args.sessions, args.timeout)
+    api, why_not = _real_cluster()
+    real = None if api is None else cluster.sessions(api, args.sessions, args.timeout * 3)
+    print(f"Machine: {describe()}\n")
+    print("### Operator: BallSessions created at once\n")
+    print(
+        f"| API server | sessions | with all {CHILD_KINDS} children | all children after (s) "
+        "| create→children p50 / p95 (s) "
+        "| create→status p50 / p95 (s) | operator peak RSS (MB) | operator CPU (s) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(_row("emulated (kmock, in the benchmark's process)", emulated))
+    if real is not None:
+        print(_row("real kube-apiserver v1.37.2 (local cluster, node cordoned)", real))
+    else:
+        print(f"\nReal API server: skipped: {why_not}")
+    if api is not None and args.unrelated:
+        noise = cluster.noise(api, args.unrelated)
+        print("\n### Operator memory with unrelated objects (real API server)\n")
+        print(
+            "| unrelated Pods + ConfigMaps | operator RSS idle (MB) | peak after (MB) "
+            "| added (MB) | target |"
+        )
+        print("|---:|---:|---:|---:|---|")
+        print(
+            f"| {noise['unrelated']:,} + {noise['unrelated']:,} | {noise['idle_mb']:.0f} "
+            f"| {noise['peak_mb']:.0f} | {noise['added_mb']:.1f} | < 20 MiB |"
+        )
     return 0
 
 
