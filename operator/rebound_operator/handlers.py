@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -138,6 +139,16 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         settings.scanning.disabled = True
     memo.cluster = kube.Cluster()  # connected by the login handler
     memo.sessions = Sessions()
+
+
+@kopf.on.startup()
+async def api_threads(**_: Any) -> None:
+    """Every synchronous API call runs in a thread (asyncio.to_thread): give them
+    kube.API_THREADS of them, so 100 sessions created at once do not queue behind the
+    default of cores + 4."""
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=kube.API_THREADS, thread_name_prefix="kube-api")
+    )
 
 
 @kopf.on.login()

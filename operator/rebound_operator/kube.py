@@ -48,6 +48,10 @@ def api_message(exc: ApiException) -> str:
     return one_line(f"{text}: {message}" if message else text)
 
 
+API_THREADS = 16
+"""Threads (and pooled connections) for the operator's synchronous API calls."""
+
+
 class ChildConflict(RuntimeError):
     """A child's fixed name is taken by an object that is not this BallSession's."""
 
@@ -100,7 +104,11 @@ class Cluster:
     def connect(self, api_client: client.ApiClient | None = None) -> None:
         """(Re)build the API clients, by default from the `kubernetes` default configuration
         (which `kopf.login_via_client` fills from the service account or kubeconfig)."""
-        self._api = api_client or client.ApiClient()
+        if api_client is None:
+            configuration = client.Configuration.get_default_copy()
+            configuration.connection_pool_maxsize = API_THREADS
+            api_client = client.ApiClient(configuration)
+        self._api = api_client
         self.core = client.CoreV1Api(self._api)
         self.rbac = client.RbacAuthorizationV1Api(self._api)
         self.networking = client.NetworkingV1Api(self._api)
