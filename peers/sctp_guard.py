@@ -84,4 +84,4 @@ def install() -> None:
 
 def installed() -> bool:
     """True once `install()` has run in this process."""
-    return RTCSctpTransport._data_channel_receive is _guarded_receive  # type: ignore[comparison-overlap]
+    return RTCSctpTransport._data_channel_receive is _guarded_receive
