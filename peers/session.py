@@ -1,18 +1,42 @@
-"""Session plumbing both peers share: connect within a deadline, wait on events, fail loudly."""
+"""Session plumbing both peers share: a guarded peer connection, start-up phases that a
+signal can interrupt and a deadline can bound, and failing loudly in one line."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import sys
-from collections.abc import Coroutine
+from collections.abc import Awaitable
 from typing import Any
 
+from aiortc import RTCPeerConnection
+
+from peers import cli, sctp_guard
+from peers.config import IceServer
 from peers.signaling.base import Signaling, SignalingError
 
 CONNECTED = "connected"
 INTERRUPTED = "interrupted"
 TIMED_OUT = "timed out"
+CHANNEL_OPEN_TIMEOUT_S = 10.0
+"""After ICE and DTLS connected: how long the data channel may take to open."""
+
+
+class PeerFailure(Exception):
+    """The session failed at run time; the message is the one line the user reads (exit 1)."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one short line: its message, else its type's name."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def new_peer_connection(servers: list[IceServer]) -> RTCPeerConnection:
+    """A peer connection with exactly these ICE servers, whose data channels a hostile peer
+    cannot break (peers.sctp_guard)."""
+    sctp_guard.install()
+    return RTCPeerConnection(cli.rtc_configuration(servers))
 
 
 async def first_of(*events: asyncio.Event, timeout: float | None = None) -> None:
@@ -26,11 +50,11 @@ async def first_of(*events: asyncio.Event, timeout: float | None = None) -> None
 
 
 async def connect_within(
-    connecting: Coroutine[Any, Any, None], stop: asyncio.Event, timeout: float
+    connecting: Awaitable[Any], stop: asyncio.Event, timeout: float | None
 ) -> str:
-    """Run the signaling/connection coroutine until done, stopped or timed out.
+    """Run `connecting` until done, stopped or timed out.
 
-    Returns CONNECTED, INTERRUPTED or TIMED_OUT; a SignalingError from `connecting` propagates.
+    Returns CONNECTED, INTERRUPTED or TIMED_OUT; an exception from `connecting` propagates.
     """
     task = asyncio.ensure_future(connecting)
     stopped = asyncio.ensure_future(stop.wait())
@@ -42,9 +66,24 @@ async def connect_within(
         task.result()
         return CONNECTED
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, SignalingError, OSError):
+    with contextlib.suppress(asyncio.CancelledError, Exception):
         await task
     return INTERRUPTED if stop.is_set() else TIMED_OUT
+
+
+async def prepare(signaling: Signaling, stop: asyncio.Event) -> bool:
+    """Check that the signaling channel can be used (listen; credentials and access).
+
+    A channel this peer cannot use is a configuration problem: cli.UsageError (exit 2).
+    False when interrupted meanwhile.
+    """
+    try:
+        outcome = await connect_within(signaling.connect(), stop, None)
+    except SignalingError as exc:
+        raise cli.UsageError(str(exc)) from None
+    except Exception as exc:  # a kubeconfig can provoke anything from its parsers and clients
+        raise cli.UsageError(f"cannot use the signaling channel: {one_line(exc)}") from None
+    return outcome == CONNECTED
 
 
 async def fail(prog: str, signaling: Signaling, message: str, code: int) -> int:
