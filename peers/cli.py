@@ -61,15 +61,19 @@ def number(
     return parse
 
 
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
 def describe_range(low: float | None, high: float | None, above: bool = False) -> str:
     """'> 0 and <= 86400', 'between 1 and 120', '>= 0', ... for help and errors."""
     parts = []
     if low is not None:
-        parts.append(f"{'>' if above else '>='} {low:g}")
+        parts.append(f"{'>' if above else '>='} {_num(low)}")
     if high is not None:
-        parts.append(f"<= {high:g}")
+        parts.append(f"<= {_num(high)}")
     if low is not None and high is not None and not above:
-        return f"between {low:g} and {high:g}"
+        return f"between {_num(low)} and {_num(high)}"
     return " and ".join(parts) or "any number"
 
 
@@ -82,6 +86,17 @@ def field_range(field: FieldInfo) -> str:
     return describe_range(low, high)
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends '(default: X)' to every flag's help that does not already name its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        help_text = action.help or ""
+        default = action.default
+        if "default" in help_text or any(default is v for v in (None, False, argparse.SUPPRESS)):
+            return help_text
+        return super()._get_help_string(action)
+
+
 def new_parser(prog: str, description: str, role: str) -> PeerArgumentParser:
     """A peer's parser with its optional positional role (`offer` or `answer`), as in the seed.
 
@@ -90,7 +105,7 @@ def new_parser(prog: str, description: str, role: str) -> PeerArgumentParser:
     parser = PeerArgumentParser(
         prog=prog,
         description=description,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     peer = "server" if role == "offer" else "client"
     parser.add_argument(
@@ -170,8 +185,9 @@ def configure_logging(verbose: bool) -> None:
         format="%(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("aiortc", "aioice", "kubernetes", "urllib3", "asyncio"):
+    for noisy in ("aiortc", "aioice", "kubernetes", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.ERROR)  # its retries end in our one line
 
 
 def dump_json(obj: object) -> str:
