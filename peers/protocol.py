@@ -60,8 +60,9 @@ SILENCE_LIMIT_S = 4.0
 """No message at all for this long: the other peer is gone (detected within ~4.5 s)."""
 END_GRACE_S = 5.0
 """How long a peer waits for the other's next step of the end-of-session handshake."""
-BYE_WAIT_S = 2.0
-"""How long the server keeps the channel open for the client's closing `bye`."""
+BYE_WAIT_S = END_GRACE_S
+"""How long the server keeps the channel open for the client's closing `bye` (its own `bye`
+may need SCTP retransmissions; the client's `bye` ends the wait at once)."""
 
 _WHY = re.compile(r"[a-z_]{1,32}")
 

@@ -45,6 +45,7 @@ START_METHOD = "spawn"
 POLL_S = 0.25
 JOIN_TIMEOUT_S = 3.0
 READY_POLL_S = 0.02
+EXIT_REAP_TIMEOUT_S = 1.0
 PR_SET_PDEATHSIG = 1
 """prctl(2) option: the signal this process gets when the thread that created it exits."""
 BLOCKED_IN_PROCESS_A = {signal.SIGINT, signal.SIGTERM}
@@ -239,6 +240,9 @@ class FrameTracker:
 
     def _exited(self) -> None:
         self._stop_watching_exit()
+        if self._process is not None:
+            # The sentinel closes a moment before the kernel has the exit status to reap.
+            self._process.join(EXIT_REAP_TIMEOUT_S)
         if self._on_exit is not None:
             self._on_exit(self.describe_exit())
 

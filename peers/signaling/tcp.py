@@ -155,6 +155,10 @@ class TcpSignaling:
             if answer is not None and self._answer is not None and not self._answer.done():
                 self._answer.set_result(answer)
                 self._stop_listening()
+        except asyncio.CancelledError:
+            # Another client won, or we are closing. End quietly: asyncio's stream server
+            # logs a traceback for a connection task that ends cancelled.
+            pass
         finally:
             self._serving.discard(task)
             await _hang_up(writer)

@@ -121,15 +121,20 @@ async def test_bad_and_silent_clients_are_refused_and_the_real_one_wins(
         async with asyncio.timeout(10):
             while server.refused < expected:
                 await asyncio.sleep(0.05)
+        # still connected, and still silent, when the real client wins
+        _, waiting_writer = await asyncio.open_connection("127.0.0.1", port)
         got_offer = await asyncio.wait_for(client.receive(), 10)  # the real client
         assert got_offer == OFFER
         await client.send(ANSWER)
         assert await asyncio.wait_for(server.receive(), 10) == ANSWER
+        await asyncio.sleep(0.2)
         idle_writer.close()
+        waiting_writer.close()
         del idle_reader
     finally:
         await client.close()
         await server.close()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
     assert len(refusals) == expected
     assert all("\n" not in line and "Traceback" not in line for line in refusals)
