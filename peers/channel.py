@@ -1,7 +1,7 @@
 """One peer's end of the coordinates data channel, as both peers use it.
 
-- Receiving never raises into aiortc: the handler runs guarded; an exception is counted in
-  `handler_errors` and the message dropped (see also `peers.sctp_guard`).
+- Receiving never raises into aiortc: every handler runs guarded; an exception is counted in
+  `errors` and the message dropped (see also `peers.sctp_guard`).
 - Sending never raises into the caller: before the channel opens, messages wait in a bounded
   queue (the oldest go first); a send aiortc refuses is counted in `send_failures`.
 - From the moment the channel opens, a heartbeat goes out every HEARTBEAT_INTERVAL_S, and
@@ -14,13 +14,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 
 from aiortc import RTCDataChannel
 
 from peers import protocol
 from peers.liveness import Silence
+from peers.session import exception_proof
 
 log = logging.getLogger("rebound.channel")
 
@@ -38,16 +39,17 @@ class PeerChannel:
     def __init__(
         self,
         on_message: Callable[[object], None],
+        errors: Counter[str],
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._on_message = on_message
+        self._on_message = exception_proof(on_message, errors, "message")
+        self.errors = errors
         self._clock = clock
         self.channel: RTCDataChannel | None = None
         self.opened = asyncio.Event()
         self.closed = asyncio.Event()
         self.silence = Silence()
-        self.handler_errors = 0
         self.send_failures = 0
         self._pending: deque[str] = deque(maxlen=PENDING_LIMIT)
         self._heartbeat: asyncio.Task[None] | None = None
@@ -58,7 +60,7 @@ class PeerChannel:
             return False
         self.channel = channel
         channel.on("message", self._receive)
-        channel.on("open", self._opened)
+        channel.on("open", exception_proof(self._opened, self.errors, "open"))
         channel.on("close", self.closed.set)
         if channel.readyState == "open":  # the answerer's channel arrives open
             self._opened()
@@ -71,11 +73,7 @@ class PeerChannel:
 
     def _receive(self, message: object) -> None:
         self.silence.heard(self._clock())
-        try:
-            self._on_message(message)
-        except Exception:  # aiortc would close the transport if this escaped
-            self.handler_errors += 1
-            log.debug("data-channel handler failed", exc_info=True)
+        self._on_message(message)
 
     def _opened(self) -> None:
         if self.opened.is_set():

@@ -31,6 +31,7 @@ from peers.session import (
     TIMED_OUT,
     PeerFailure,
     connect_within,
+    exception_proof,
     fail,
     first_of,
     new_peer_connection,
@@ -116,10 +117,12 @@ class Client:
         self.tracker = FrameTracker(args.queue_size)
         self.signaling = signaling.create("answer", args)
         self.pc = new_peer_connection(cli.parse_ice_servers(args.ice_servers))
-        self.pc.on("track", self._on_track)
-        self.pc.on("datachannel", self._on_datachannel)
-        self.pc.on("connectionstatechange", self._on_state)
-        self.channel = PeerChannel(self._on_message)
+        self.handler_errors: Counter[str] = Counter()
+        errors = self.handler_errors
+        self.pc.on("track", exception_proof(self._on_track, errors, "track"))
+        self.pc.on("datachannel", exception_proof(self._on_datachannel, errors, "datachannel"))
+        self.pc.on("connectionstatechange", exception_proof(self._on_state, errors, "state"))
+        self.channel = PeerChannel(self._on_message, errors)
         self.connected = asyncio.Event()
         self.lost = asyncio.Event()
         self.ended = asyncio.Event()
@@ -343,8 +346,7 @@ class Client:
             flush=True,
         )
         ignored = self.ignored + sctp_guard.dropped
-        if self.channel.handler_errors:
-            ignored["handler_error"] += self.channel.handler_errors
+        ignored.update({f"{k}_handler_error": v for k, v in self.handler_errors.items()})
         if ignored:
             print(f"messages ignored {', '.join(f'{k} {v}' for k, v in sorted(ignored.items()))}")
 

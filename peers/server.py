@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from peers.session import (
     TIMED_OUT,
     PeerFailure,
     connect_within,
+    exception_proof,
     fail,
     first_of,
     new_peer_connection,
@@ -186,10 +188,13 @@ class Server:
             max_seconds=spec.duration_seconds,
             on_sent=self.matcher.on_frame_sent,
         )
-        self.channel = PeerChannel(self._on_message)
+        self.handler_errors: Counter[str] = Counter()
+        self.channel = PeerChannel(self._on_message, self.handler_errors)
         self.channel.attach(self.pc.createDataChannel(LABEL))
         self.pc.addTrack(self.track)
-        self.pc.on("connectionstatechange", self._on_state)
+        self.pc.on(
+            "connectionstatechange", exception_proof(self._on_state, self.handler_errors, "state")
+        )
         self.connected = asyncio.Event()
         self.lost = asyncio.Event()
         self.client_final = asyncio.Event()
@@ -346,8 +351,7 @@ class Server:
         print("\n== Rebound session summary ==")
         print(format_summary(summary))
         ignored = self.matcher.rejected + sctp_guard.dropped
-        if self.channel.handler_errors:
-            ignored["handler_error"] += self.channel.handler_errors
+        ignored.update({f"{k}_handler_error": v for k, v in self.handler_errors.items()})
         if ignored:
             print(f"messages ignored   {', '.join(f'{k} {v}' for k, v in sorted(ignored.items()))}")
         client = self.matcher.client

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sys
-from collections.abc import Awaitable
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiortc import RTCPeerConnection
@@ -14,6 +16,8 @@ from aiortc import RTCPeerConnection
 from peers import cli, sctp_guard
 from peers.config import IceServer
 from peers.signaling.base import Signaling, SignalingError
+
+log = logging.getLogger("rebound.session")
 
 CONNECTED = "connected"
 INTERRUPTED = "interrupted"
@@ -30,6 +34,22 @@ def one_line(exc: BaseException) -> str:
     """An exception as one short line: its message, else its type's name."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 300 else text[:297] + "..."
+
+
+def exception_proof(
+    handler: Callable[..., None], errors: Counter[str], name: str
+) -> Callable[..., None]:
+    """`handler` for an aiortc event: an exception is counted in `errors[name]` and logged,
+    never raised into aiortc (pyee re-raises it there, where it can close the transport)."""
+
+    def guarded(*args: Any) -> None:
+        try:
+            handler(*args)
+        except Exception:
+            errors[name] += 1
+            log.debug("%s handler failed", name, exc_info=True)
+
+    return guarded
 
 
 def new_peer_connection(servers: list[IceServer]) -> RTCPeerConnection:
