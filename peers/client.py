@@ -25,18 +25,17 @@ from peers import cli, protocol, sctp_guard, signaling
 from peers.channel import LABEL, PeerChannel
 from peers.liveness import Stall
 from peers.session import (
-    CHANNEL_OPEN_TIMEOUT_S,
-    CONNECTED,
-    INTERRUPTED,
-    TIMED_OUT,
+    NoPeer,
     PeerFailure,
-    connect_within,
+    channel_opens,
     exception_proof,
-    fail,
     first_of,
     new_peer_connection,
     one_line,
     prepare,
+    run_peer,
+    watch,
+    within,
 )
 from peers.signaling.base import SignalingError
 from peers.tracker import Detection, FrameItem, FrameTracker
@@ -45,7 +44,6 @@ log = logging.getLogger("rebound.client")
 
 PROG = "python -m peers.client"
 STATS_INTERVAL_S = 1.0
-WATCH_INTERVAL_S = 0.25
 END_SETTLE_S = 0.5
 """After the server's end notice: how long without new frames means none are in flight."""
 END_CAP_S = 3.0
@@ -140,6 +138,7 @@ class Client:
         self.accepting = True
         self.final_sent = False
         self.stall = Stall()
+        self._last_stats = 0.0
         self._consumer: asyncio.Task[None] | None = None
         self._display = bool(args.display) and gui_available()
         if args.display and not self._display:
@@ -222,17 +221,16 @@ class Client:
             final=final,
         )
 
-    async def _start_process_a(self, stop: asyncio.Event) -> str:
+    async def _start_process_a(self, stop: asyncio.Event) -> None:
         self.tracker.start()
         self.tracker.attach(asyncio.get_running_loop(), self._on_detection, self._on_process_a_exit)
         ready = asyncio.ensure_future(self.tracker.wait_ready(PROCESS_A_START_TIMEOUT_S))
-        outcome = await connect_within(ready, stop, None)
-        if outcome == CONNECTED and not ready.result():
+        await within(ready, stop)
+        if not ready.result():
             raise PeerFailure(
                 f"process_a did not start within {PROCESS_A_START_TIMEOUT_S:g} s "
                 f"({self.tracker.describe_exit()})"
             )
-        return outcome
 
     async def _offered_and_connected(self) -> None:
         log.info("waiting for the server's offer (signaling: %s)", self.args.signaling)
@@ -266,29 +264,20 @@ class Client:
         return None
 
     async def _watch(self, until: tuple[asyncio.Event, ...], seconds: float | None) -> str | None:
-        """Track and report until an event in `until` is set (None), a failure (its reason),
-        or `seconds` pass (None)."""
-        deadline = None if seconds is None else time.monotonic() + seconds
-        last_stats = time.monotonic()
-        events = (*until, self.lost, self.channel.closed, self.server_abort, self.process_a_died)
-        while not any(event.is_set() for event in until):
-            failure = self._failure()
-            if failure is not None:
-                return failure
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                return None
-            if self.accepting and self.stall.update(now, self.received):
-                log.warning(
-                    "warning: no frame received for %.0f s (received %d)",
-                    self.stall.after_s,
-                    self.received,
-                )
-            if now - last_stats >= STATS_INTERVAL_S and not self.final_sent:
-                last_stats = now
-                self.channel.send(protocol.encode_stats(self.stats(final=False)))
-            await first_of(*events, timeout=WATCH_INTERVAL_S)
-        return None
+        """Track and report until an event in `until` is set, a failure, or `seconds` pass."""
+        wake = (self.lost, self.channel.closed, self.server_abort, self.process_a_died)
+        return await watch(until, wake, self._failure, self._tick, seconds)
+
+    async def _tick(self, now: float) -> None:
+        if self.accepting and self.stall.update(now, self.received):
+            log.warning(
+                "warning: no frame received for %.0f s (received %d)",
+                self.stall.after_s,
+                self.received,
+            )
+        if now - self._last_stats >= STATS_INTERVAL_S and not self.final_sent:
+            self._last_stats = now
+            self.channel.send(protocol.encode_stats(self.stats(final=False)))
 
     async def _settle_after_end(self) -> None:
         """Let in-flight frames arrive and process_a finish before the final counters."""
@@ -332,7 +321,7 @@ class Client:
         await self.channel.flushed(FLUSH_TIMEOUT_S)
         return None
 
-    async def _abort(self, failure: str) -> None:
+    async def _abort(self) -> None:
         """Tell the server why we give up, when it can still hear it."""
         if self.process_a_died.is_set() and self.channel.is_open:
             self.channel.send(protocol.encode_abort("process_a_died"))
@@ -352,45 +341,26 @@ class Client:
 
     async def run(self, stop: asyncio.Event) -> int:
         """Check signaling, start process_a, connect, track until the server ends."""
-        try:
-            if not await prepare(self.signaling, stop):
-                return cli.EXIT_INTERRUPTED
-            try:
-                if await self._start_process_a(stop) == INTERRUPTED:
-                    return cli.EXIT_INTERRUPTED
-                outcome = await connect_within(
-                    self._offered_and_connected(), stop, self.args.connect_timeout
-                )
-                if outcome == INTERRUPTED:
-                    return cli.EXIT_INTERRUPTED
-                if outcome == TIMED_OUT:
-                    return await self._fail(
-                        f"no server offer/connection within {self.args.connect_timeout:g} s",
-                        cli.EXIT_TIMEOUT,
-                    )
-                outcome = await connect_within(
-                    self.channel.opened.wait(), stop, CHANNEL_OPEN_TIMEOUT_S
-                )
-                if outcome == INTERRUPTED:
-                    return cli.EXIT_INTERRUPTED
-                if outcome == TIMED_OUT:
-                    raise PeerFailure(
-                        f"the data channel did not open within {CHANNEL_OPEN_TIMEOUT_S:g} s "
-                        "of connecting"
-                    )
-                failure = await self._session(stop)
-            except (SignalingError, PeerFailure) as exc:
-                return await self._fail(str(exc), cli.EXIT_FAILED)
-            self._print_summary()
-            if failure is not None:
-                await self._abort(failure)
-                return await self._fail(failure, cli.EXIT_FAILED)
-            return cli.EXIT_OK
-        finally:
-            await self.close()
+        return await run_peer(
+            self._run(stop), prog=PROG, signaling=self.signaling, close=self.close
+        )
 
-    async def _fail(self, message: str, code: int) -> int:
-        return await fail(PROG, self.signaling, message, code)
+    async def _run(self, stop: asyncio.Event) -> str | None:
+        await prepare(self.signaling, stop)  # credentials before process_a
+        await self._start_process_a(stop)
+        timeout = self.args.connect_timeout  # counted from here: this peer is ready
+        await within(
+            self._offered_and_connected(),
+            stop,
+            timeout,
+            NoPeer(f"no server offer/connection within {timeout:g} s"),
+        )
+        await channel_opens(self.channel.opened, stop)
+        failure = await self._session(stop)
+        self._print_summary()
+        if failure is not None:
+            await self._abort()
+        return failure
 
     async def close(self) -> None:
         """Stop the consumer, process_a, the peer connection and signaling."""

@@ -30,24 +30,23 @@ from peers.liveness import Stall
 from peers.matching import CoordinateMatcher, Match
 from peers.metrics import format_summary
 from peers.session import (
-    CHANNEL_OPEN_TIMEOUT_S,
-    INTERRUPTED,
-    TIMED_OUT,
+    NoPeer,
     PeerFailure,
-    connect_within,
+    channel_opens,
     exception_proof,
-    fail,
     first_of,
     new_peer_connection,
     one_line,
     prepare,
+    run_peer,
+    watch,
+    within,
 )
 from peers.signaling.base import SignalingError
 from peers.track import BallTrack
 
 log = logging.getLogger("rebound.server")
 
-WATCH_INTERVAL_S = 0.25
 MAX_METRICS_INTERVAL_S = 3600.0
 PROG = "python -m peers.server"
 FLAG_NAMES = {"duration_seconds": "--duration"}
@@ -203,6 +202,7 @@ class Server:
         self.abort_reason = ""
         self.stall = Stall()
         self._last_report = 0.0
+        self._last_publish = 0.0
 
     def _on_state(self) -> None:
         state = self.pc.connectionState
@@ -295,24 +295,15 @@ class Server:
         return None
 
     async def _watch(self, until: tuple[asyncio.Event, ...], seconds: float | None) -> str | None:
-        """Stream and report until an event in `until` is set (None), a failure (its reason),
-        or `seconds` pass (None)."""
-        deadline = None if seconds is None else time.monotonic() + seconds
-        last_publish = time.monotonic()
-        events = (*until, self.lost, self.channel.closed, self.client_abort)
-        while not any(event.is_set() for event in until):
-            failure = self._failure()
-            if failure is not None:
-                return failure
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                return None
-            self._report(now)
-            if now - last_publish >= self.args.metrics_interval:
-                last_publish = now
-                await self._publish(final=False)
-            await first_of(*events, timeout=WATCH_INTERVAL_S)
-        return None
+        """Stream and report until an event in `until` is set, a failure, or `seconds` pass."""
+        wake = (self.lost, self.channel.closed, self.client_abort)
+        return await watch(until, wake, self._failure, self._tick, seconds)
+
+    async def _tick(self, now: float) -> None:
+        self._report(now)
+        if now - self._last_publish >= self.args.metrics_interval:
+            self._last_publish = now
+            await self._publish(final=False)
 
     async def _stop_track(self) -> None:
         if not self.track.finished.is_set():
@@ -373,45 +364,26 @@ class Server:
 
     async def run(self, stop: asyncio.Event) -> int:
         """Signal, stream until a limit/stop/loss, then summarise. Returns the exit code."""
-        try:
-            if not await prepare(self.signaling, stop):
-                return cli.EXIT_INTERRUPTED
-            try:
-                if await connect_within(self._offer(), stop, None) == INTERRUPTED:
-                    return cli.EXIT_INTERRUPTED
-                outcome = await connect_within(
-                    self._answered_and_connected(), stop, self.args.connect_timeout
-                )
-                if outcome == INTERRUPTED:
-                    return cli.EXIT_INTERRUPTED
-                if outcome == TIMED_OUT:
-                    return await self._fail(
-                        f"no client connected within {self.args.connect_timeout:g} s",
-                        cli.EXIT_TIMEOUT,
-                    )
-                outcome = await connect_within(
-                    self.channel.opened.wait(), stop, CHANNEL_OPEN_TIMEOUT_S
-                )
-                if outcome == INTERRUPTED:
-                    return cli.EXIT_INTERRUPTED
-                if outcome == TIMED_OUT:
-                    raise PeerFailure(
-                        f"the data channel did not open within {CHANNEL_OPEN_TIMEOUT_S:g} s "
-                        "of connecting"
-                    )
-                failure = await self._session(stop)
-                self._write_summary()
-                await self._publish(final=True)
-            except (SignalingError, PeerFailure) as exc:
-                return await self._fail(str(exc), cli.EXIT_FAILED)
-            if failure is not None:
-                return await self._fail(failure, cli.EXIT_FAILED)
-            return cli.EXIT_OK
-        finally:
-            await self.close()
+        return await run_peer(
+            self._run(stop), prog=PROG, signaling=self.signaling, close=self.close
+        )
 
-    async def _fail(self, message: str, code: int) -> int:
-        return await fail(PROG, self.signaling, message, code)
+    async def _run(self, stop: asyncio.Event) -> str | None:
+        await prepare(self.signaling, stop)
+        await within(self._offer(), stop)
+        timeout = self.args.connect_timeout
+        await within(
+            self._answered_and_connected(),
+            stop,
+            timeout,
+            NoPeer(f"no client connected within {timeout:g} s"),
+        )
+        await channel_opens(self.channel.opened, stop)
+        self._last_publish = time.monotonic()
+        failure = await self._session(stop)
+        self._write_summary()
+        await self._publish(final=True)
+        return failure
 
     async def close(self) -> None:
         """Close the track, the peer connection and signaling."""
