@@ -9,7 +9,7 @@ transport: media and data channel die together, and one message has ended the se
 
 Why a patch and not a subclass: `RTCPeerConnection` builds its `RTCSctpTransport` itself, with
 no hook to substitute a class, so a subclass would need a patch of the connection anyway.
-`install()` therefore wraps exactly two members of the class, once per process, and leaves
+`install()` therefore wraps exactly three members of the class, once per process, and leaves
 aiortc's behaviour unchanged for every message that would not have raised:
 
 - `_data_channel_receive`: a user message (PPID 51 or 53) longer than `MAX_MESSAGE_BYTES` is
@@ -19,6 +19,13 @@ aiortc's behaviour unchanged for every message that would not have raised:
   message, a handler) is counted in `dropped` and the message is dropped, never propagated.
 - `getCapabilities`: advertises `MAX_MESSAGE_BYTES` as our SCTP max-message-size (the SDP's
   `a=max-message-size`), so a conforming peer refuses to send us more than we accept.
+- `_receive_chunk`: an INIT chunk that arrives once the association is ESTABLISHED is dropped
+  (counted `late_init`). aiortc handles every INIT as a collision at start-up and resets its
+  receive state (`_last_received_tsn`) to the INIT's initial TSN; on an established association
+  its SACKs then fall behind what the sender has seen acknowledged, the sender ignores them
+  all, and after one congestion window the data channel stalls for good while media still
+  flows. A late duplicate INIT (or a hostile one) must not do that; aiortc cannot restart an
+  association anyway.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ from typing import Any
 from aiortc.rtcsctptransport import (
     WEBRTC_BINARY,
     WEBRTC_STRING,
+    Chunk,
+    InitChunk,
     RTCSctpCapabilities,
     RTCSctpTransport,
 )
@@ -42,6 +51,7 @@ dropped: Counter[str] = Counter()
 """Messages dropped because aiortc (or a handler) raised on them, by exception name."""
 
 _original_receive = RTCSctpTransport._data_channel_receive
+_original_receive_chunk = RTCSctpTransport._receive_chunk
 
 
 def _is_utf8(data: bytes) -> bool:
@@ -72,6 +82,13 @@ async def _guarded_receive(self: RTCSctpTransport, stream_id: int, pp_id: int, d
         log.debug("dropped a data-channel message that made aiortc raise %r", exc)
 
 
+async def _guarded_receive_chunk(self: RTCSctpTransport, chunk: Chunk) -> None:
+    if isinstance(chunk, InitChunk) and self._association_state == self.State.ESTABLISHED:
+        dropped["late_init"] += 1
+        return
+    await _original_receive_chunk(self, chunk)
+
+
 def _capabilities(cls: Any) -> RTCSctpCapabilities:
     return RTCSctpCapabilities(maxMessageSize=MAX_MESSAGE_BYTES)
 
@@ -79,6 +96,7 @@ def _capabilities(cls: Any) -> RTCSctpCapabilities:
 def install() -> None:
     """Guard every RTCSctpTransport of this process (idempotent)."""
     RTCSctpTransport._data_channel_receive = _guarded_receive  # type: ignore[method-assign]
+    RTCSctpTransport._receive_chunk = _guarded_receive_chunk  # type: ignore[method-assign]
     RTCSctpTransport.getCapabilities = classmethod(_capabilities)  # type: ignore[method-assign,assignment]
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection
-from aiortc.rtcsctptransport import WEBRTC_BINARY, WEBRTC_DCEP, WEBRTC_STRING
+from aiortc.rtcsctptransport import WEBRTC_BINARY, WEBRTC_DCEP, WEBRTC_STRING, InitChunk
 
 from peers import protocol, sctp_guard
 
@@ -115,3 +115,26 @@ async def test_hostile_messages_are_refused_and_the_transport_survives(pair: Pai
     pair.remote.on("message", back.append)
     pair.local.send(protocol.BYE)
     await until(lambda: back == [protocol.BYE])
+
+
+async def test_a_late_init_does_not_wedge_an_established_association(pair: Pair) -> None:
+    """aiortc resets its receive TSN on any INIT; once established, that stalls the channel."""
+    received: list[object] = []
+    pair.local.on("message", received.append)
+    for i in range(8):
+        pair.remote.send(f"early {i}")
+    await until(lambda: len(received) == 8)
+    sender, receiver = pair.remote.transport, pair.local.transport
+    late = InitChunk()  # the sender's INIT again, as a delayed duplicate would arrive
+    late.initiate_tag = sender._local_verification_tag
+    late.advertised_rwnd = 1024 * 1024
+    late.outbound_streams = late.inbound_streams = 65535
+    late.initial_tsn = (sender._local_tsn - 9) % 2**32  # before the 8 messages and the DCEP ack
+    before = sctp_guard.dropped["late_init"]
+    await receiver._receive_chunk(late)
+    for i in range(300):  # several congestion windows' worth
+        pair.remote.send(f"{i:04d}" + "x" * 45)
+        await asyncio.sleep(0.002)
+    await until(lambda: len(received) == 308, timeout=20)
+    await until(lambda: sender._flight_size == 0)
+    assert sctp_guard.dropped["late_init"] == before + 1
