@@ -4,6 +4,8 @@ Detector: frames rendered, passed through a VP8-like lossy path (JPEG q=50 + noi
 timed (a) in a spawned process calling what process_a calls per frame (marker + locate) and
 (b) through the whole FrameTracker pipeline (queue, pickling, Values, doorbell, event loop).
 Sessions: both peers as processes on 127.0.0.1, default VP8 bitrate.
+Failure detection: a peer (or process_a) is killed or frozen mid-session; the table shows how
+long the other side takes to end the session, with which exit code and message.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import cv2
 import numpy as np
 
 from bench.machine import describe
-from bench.sessions import run_session
+from bench.sessions import FAILURES, detect_failure, run_session
 from peers.ball import BallModel
 from peers.render import draw
 from peers.tracker import START_METHOD, FrameItem, FrameTracker, process_frame
@@ -137,6 +139,20 @@ def session_table(configs: list[tuple[int, int, int, int]]) -> str:
     return "\n".join(rows)
 
 
+def failure_table() -> str:
+    """Markdown: how fast the surviving peer notices each failure, and how it exits."""
+    rows = [
+        "| failure (after 5 s of streaming) | noticed by | after (s) | exit | message |",
+        "|---|---|---:|---:|---|",
+    ]
+    for failure in FAILURES:
+        r = detect_failure(failure)
+        rows.append(
+            f"| {failure} | {r['peer']} | {r['seconds']:.1f} | {r['code']} | {r['message']} |"
+        )
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print the detector and session tables."""
     parser = argparse.ArgumentParser(prog="python -m bench.peers")
@@ -152,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     print("### Detector throughput\n")
     print(detector_table(seconds), "\n", flush=True)
     print("### Full sessions (loopback, VP8 default bitrate)\n")
-    print(session_table(configs), flush=True)
+    print(session_table(configs), "\n", flush=True)
+    print("### Failure detection (loopback)\n")
+    print(failure_table(), flush=True)
     return 0
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -83,9 +86,68 @@ def run_session(
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait()
-        if server.returncode != 0:
-            raise RuntimeError(f"server exited {server.returncode}")
+        if server.returncode != 0 or client.returncode != 0:
+            raise RuntimeError(f"server exited {server.returncode}, client {client.returncode}")
         summary: dict[str, Any] = json.loads(summary_path.read_text())
     summary["server_rss_mb"] = round(peak.get(server.pid, 0) / 2**20, 1)
     summary["client_rss_mb"] = round(peak.get(client.pid, 0) / 2**20, 1)
     return summary
+
+
+FAILURES = (
+    "kill -9 client",
+    "SIGSTOP client",
+    "kill -9 server",
+    "SIGSTOP server",
+    "kill -9 process_a",
+)
+
+
+def _peer(module: str, port: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", f"peers.{module}", "--signaling-port", port, *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def detect_failure(failure: str, *, warmup_s: float = 5.0) -> dict[str, Any]:
+    """Inject `failure` into a running session; how long the surviving peer takes to exit.
+
+    Returns `peer` (the one watched), `seconds`, `code` and `message` (its last stderr line).
+    """
+    port = str(free_port())
+    server = _peer("server", port, "--duration", "0")
+    client = _peer("client", port)
+    procs = {"server": server, "client": client}
+    victim = "server" if "server" in failure else "client"
+    watched = procs["client" if victim == "server" else "server"]
+    try:
+        time.sleep(warmup_s)
+        target = procs[victim]
+        if failure.endswith("process_a"):
+            watched = client
+            children = psutil.Process(client.pid).children()
+            process_a = [c for c in children if "spawn_main" in " ".join(c.cmdline())]
+            os.kill(process_a[0].pid, signal.SIGKILL)
+        else:
+            target.send_signal(signal.SIGKILL if failure.startswith("kill") else signal.SIGSTOP)
+        started = time.monotonic()
+        _, err = watched.communicate(timeout=120)
+        seconds = time.monotonic() - started
+    finally:
+        for proc in procs.values():
+            with contextlib.suppress(OSError):
+                proc.send_signal(signal.SIGCONT)
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+    name = "client" if watched is client else "server"
+    lines = [line for line in err.splitlines() if "error:" in line]
+    return {
+        "peer": name,
+        "seconds": round(seconds, 2),
+        "code": watched.returncode,
+        "message": lines[-1].split("error: ", 1)[1] if lines else "",
+    }

@@ -6,14 +6,16 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Mapping
-from typing import NoReturn
+from typing import Annotated, NoReturn
 
 from aiortc import RTCConfiguration, RTCIceServer
-from pydantic import TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
 
 from peers import signaling
 from peers.config import IceServer
@@ -24,7 +26,9 @@ EXIT_USAGE = 2
 EXIT_TIMEOUT = 3
 EXIT_INTERRUPTED = 130
 
-_ICE_SERVERS = TypeAdapter(list[IceServer])
+MAX_ICE_SERVERS = 8
+MAX_CONNECT_TIMEOUT_S = 86_400.0
+_ICE_SERVERS = TypeAdapter(Annotated[list[IceServer], Field(max_length=MAX_ICE_SERVERS)])
 
 
 class UsageError(Exception):
@@ -38,9 +42,72 @@ class PeerArgumentParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
+def number(
+    low: float | None = None, high: float | None = None, *, above: bool = False
+) -> Callable[[str], float]:
+    """An argparse type: a finite float in [low, high], or in (low, high] when `above`."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        too_low = low is not None and (value <= low if above else value < low)
+        if too_low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{text} is not {describe_range(low, high, above)}")
+        return value
+
+    return parse
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def describe_range(low: float | None, high: float | None, above: bool = False) -> str:
+    """'> 0 and <= 86400', 'between 1 and 120', '>= 0', ... for help and errors."""
+    parts = []
+    if low is not None:
+        parts.append(f"{'>' if above else '>='} {_num(low)}")
+    if high is not None:
+        parts.append(f"<= {_num(high)}")
+    if low is not None and high is not None and not above:
+        return f"between {_num(low)} and {_num(high)}"
+    return " and ".join(parts) or "any number"
+
+
+def field_range(field: FieldInfo) -> str:
+    """The bounds of a pydantic field, e.g. 'between 1 and 120', for --help."""
+    low = high = None
+    for constraint in field.metadata:
+        low = getattr(constraint, "ge", low)
+        high = getattr(constraint, "le", high)
+    return describe_range(low, high)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends '(default: X)' to every flag's help that does not already name its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        help_text = action.help or ""
+        default = action.default
+        if "default" in help_text or any(default is v for v in (None, False, argparse.SUPPRESS)):
+            return help_text
+        return super()._get_help_string(action)
+
+
 def new_parser(prog: str, description: str, role: str) -> PeerArgumentParser:
-    """A peer's parser with its optional positional role (`offer` or `answer`), as in the seed."""
-    parser = PeerArgumentParser(prog=prog, description=description)
+    """A peer's parser with its optional positional role (`offer` or `answer`), as in the seed.
+
+    --help shows every flag's default.
+    """
+    parser = PeerArgumentParser(
+        prog=prog,
+        description=description,
+        formatter_class=HelpFormatter,
+    )
     peer = "server" if role == "offer" else "client"
     parser.add_argument(
         "role",
@@ -57,26 +124,27 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", "-v", action="store_true", help="print every coordinate")
     parser.add_argument(
         "--connect-timeout",
-        type=float,
+        type=number(0, MAX_CONNECT_TIMEOUT_S, above=True),
         default=30.0,
         metavar="S",
-        help="give up if the other peer has not connected within S seconds (default 30)",
+        help="exit 3 if the other peer has not connected within S seconds of this peer "
+        f"being ready ({describe_range(0, MAX_CONNECT_TIMEOUT_S, above=True)})",
     )
     parser.add_argument(
         "--ice-servers",
         default="[]",
         metavar="JSON",
-        help='STUN/TURN servers, e.g. \'[{"urls": ["stun:stun.example:3478"]}]\' (default: none)',
+        help='STUN/TURN servers, e.g. \'[{"urls": ["stun:stun.example:3478"]}]\'; at most '
+        f"{MAX_ICE_SERVERS} servers of at most 8 stun:/stuns:/turn:/turns: URLs each "
+        "(a credential given here is visible in ps)",
     )
 
 
 def validate_common_arguments(args: argparse.Namespace) -> None:
-    """Check the flags both peers share (signaling, timeout, ICE servers); UsageError if bad."""
+    """Check the flags both peers share (signaling, ICE servers); UsageError if bad."""
     problem = signaling.validate_arguments(args)
     if problem:
         raise UsageError(problem)
-    if args.connect_timeout <= 0:
-        raise UsageError(f"--connect-timeout {args.connect_timeout:g} must be > 0")
     parse_ice_servers(args.ice_servers)
 
 
@@ -87,7 +155,8 @@ def parse_ice_servers(text: str) -> list[IceServer]:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise UsageError(f"--ice-servers: {where}: {first['msg']}".replace(": :", ":")) from None
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise UsageError(f"--ice-servers: {where}: {message}".replace(": :", ":")) from None
 
 
 ICE_CREDENTIAL_ENV = "REBOUND_ICE_CREDENTIAL_{index}"
@@ -132,8 +201,9 @@ def configure_logging(verbose: bool) -> None:
         format="%(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("aiortc", "aioice", "kubernetes", "urllib3", "asyncio"):
+    for noisy in ("aiortc", "aioice", "kubernetes", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.ERROR)  # its retries end in our one line
 
 
 def dump_json(obj: object) -> str:

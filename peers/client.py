@@ -5,21 +5,38 @@ python -m peers.client answer --verbose
 
 from __future__ import annotations
 
+from peers import startup  # noqa: F401  (first: a Ctrl-C while aiortc loads exits quietly)
+
+# isort: split
 import argparse
 import asyncio
 import contextlib
 import logging
 import sys
 import time
-from collections import deque
+from collections import Counter
 from typing import Any
 
 import cv2
-from aiortc import MediaStreamTrack, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCDataChannel, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from peers import cli, protocol, signaling
-from peers.session import INTERRUPTED, TIMED_OUT, connect_within, fail, first_of
+from peers import cli, protocol, sctp_guard, signaling
+from peers.channel import LABEL, PeerChannel
+from peers.liveness import Stall
+from peers.session import (
+    NoPeer,
+    PeerFailure,
+    channel_opens,
+    exception_proof,
+    first_of,
+    new_peer_connection,
+    one_line,
+    prepare,
+    run_peer,
+    watch,
+    within,
+)
 from peers.signaling.base import SignalingError
 from peers.tracker import Detection, FrameItem, FrameTracker
 
@@ -30,16 +47,21 @@ STATS_INTERVAL_S = 1.0
 END_SETTLE_S = 0.5
 """After the server's end notice: how long without new frames means none are in flight."""
 END_CAP_S = 3.0
-PENDING_LIMIT = 1024
-"""Coordinates buffered while the data channel is not open yet."""
+DRAIN_TIMEOUT_S = 2.0
+"""How long process_a may take to finish the frames queued when the session ends."""
+FLUSH_TIMEOUT_S = 2.0
+PROCESS_A_START_TIMEOUT_S = 60.0
+MAX_QUEUE_SIZE = 1024
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The client's command line."""
+    """The client's command line (--help shows every default and bound)."""
     parser = cli.new_parser(
         PROG,
         "Rebound client peer: receives the bouncing ball over WebRTC, locates it "
-        "in a separate process and sends each coordinate back.",
+        "in a separate process and sends each coordinate back. Exit codes: 0 session "
+        "completed, 1 runtime failure, 2 bad usage, 3 no server within --connect-timeout, "
+        "130 interrupted before connecting.",
         "answer",
     )
     parser.add_argument(
@@ -52,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=4,
         metavar="N",
-        help="frames queued for process_a before the oldest is dropped",
+        help="frames queued for process_a before the oldest is dropped, "
+        f"{cli.describe_range(1, MAX_QUEUE_SIZE)}",
     )
     cli.add_common_arguments(parser)
     signaling.add_arguments(parser)
@@ -62,8 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
 def validate_args(args: argparse.Namespace) -> None:
     """Check every flag before any network activity."""
     cli.validate_common_arguments(args)
-    if not 1 <= args.queue_size <= 1024:
-        raise cli.UsageError(f"--queue-size {args.queue_size} must be between 1 and 1024")
+    if not 1 <= args.queue_size <= MAX_QUEUE_SIZE:
+        raise cli.UsageError(
+            f"--queue-size {args.queue_size} must be {cli.describe_range(1, MAX_QUEUE_SIZE)}"
+        )
 
 
 def gui_available() -> bool:
@@ -89,20 +114,31 @@ class Client:
         self.args = args
         self.tracker = FrameTracker(args.queue_size)
         self.signaling = signaling.create("answer", args)
-        self.pc = RTCPeerConnection(cli.rtc_configuration(cli.parse_ice_servers(args.ice_servers)))
-        self.pc.on("track", self._on_track)
-        self.pc.on("datachannel", self._on_datachannel)
-        self.pc.on("connectionstatechange", self._on_state)
-        self.channel: RTCDataChannel | None = None
+        self.pc = new_peer_connection(cli.parse_ice_servers(args.ice_servers))
+        self.handler_errors: Counter[str] = Counter()
+        errors = self.handler_errors
+        self.pc.on("track", exception_proof(self._on_track, errors, "track"))
+        self.pc.on("datachannel", exception_proof(self._on_datachannel, errors, "datachannel"))
+        self.pc.on("connectionstatechange", exception_proof(self._on_state, errors, "state"))
+        self.channel = PeerChannel(self._on_message, errors)
         self.connected = asyncio.Event()
         self.lost = asyncio.Event()
         self.ended = asyncio.Event()
+        self.server_bye = asyncio.Event()
+        self.server_abort = asyncio.Event()
+        self.process_a_died = asyncio.Event()
+        self.abort_reason = ""
+        self.process_a_exit = ""
+        self.ignored: Counter[str] = Counter()
         self.end_frames = 0
         self.received = 0
         self.max_frame_seen = -1
         self.last_frame_at = 0.0
         self.sent = 0
-        self._pending: deque[str] = deque(maxlen=PENDING_LIMIT)
+        self.accepting = True
+        self.final_sent = False
+        self.stall = Stall()
+        self._last_stats = 0.0
         self._consumer: asyncio.Task[None] | None = None
         self._display = bool(args.display) and gui_available()
         if args.display and not self._display:
@@ -121,36 +157,37 @@ class Client:
             self._consumer = asyncio.ensure_future(self._consume(track))
 
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
-        self.channel = channel
-        channel.on("message", self._on_message)
-        channel.on("open", self._flush)
-        if channel.readyState == "open":
-            self._flush()
+        if channel.label != LABEL or not self.channel.attach(channel):
+            self.ignored["extra_channel"] += 1
 
     def _on_message(self, message: object) -> None:
         try:
             decoded = protocol.decode(message)
         except protocol.ProtocolError as exc:
-            log.debug("ignored a server message: %s", exc)
+            self.ignored[exc.reason] += 1
             return
         if isinstance(decoded, protocol.End):
-            self.end_frames = decoded.frames
-            self.ended.set()
+            if not self.ended.is_set():
+                self.end_frames = decoded.frames
+                self.ended.set()
+        elif isinstance(decoded, protocol.Bye):
+            self.server_bye.set()
+        elif isinstance(decoded, protocol.Abort):
+            self.abort_reason = decoded.why
+            self.server_abort.set()
+        elif not isinstance(decoded, protocol.Heartbeat):
+            self.ignored["unexpected_kind"] += 1
 
-    def _send(self, text: str) -> None:
-        channel = self.channel
-        if channel is not None and channel.readyState == "open":
-            channel.send(text)
-        else:
-            self._pending.append(text)
-
-    def _flush(self) -> None:
-        while self._pending and self.channel is not None and self.channel.readyState == "open":
-            self.channel.send(self._pending.popleft())
+    def _on_process_a_exit(self, description: str) -> None:
+        self.process_a_exit = description
+        self.process_a_died.set()
 
     def _on_detection(self, detection: Detection) -> None:
+        if self.final_sent:  # nothing follows the final counters (drained before them)
+            self.ignored["late_detection"] += 1
+            return
         self.max_frame_seen = max(self.max_frame_seen, detection.frame)
-        self._send(protocol.encode_coordinate(detection.frame, detection.x, detection.y))
+        self.channel.send(protocol.encode_coordinate(detection.frame, detection.x, detection.y))
         self.sent += 1
         if self.args.verbose:
             print(
@@ -162,7 +199,9 @@ class Client:
         seq = 0
         with contextlib.suppress(MediaStreamError):
             while True:
-                frame: Any = await track.recv()
+                frame: Any = await track.recv()  # always drained: aiortc's queue is unbounded
+                if not self.accepting:
+                    continue
                 self.received += 1
                 self.last_frame_at = time.monotonic()
                 self.tracker.submit(frame_item(frame, seq))
@@ -182,71 +221,111 @@ class Client:
             final=final,
         )
 
-    async def _signal(self) -> None:
-        if not await self.tracker.wait_ready(self.args.connect_timeout):
-            raise SignalingError("process_a did not start")
-        await self.signaling.connect()
+    async def _start_process_a(self, stop: asyncio.Event) -> None:
+        self.tracker.start()
+        self.tracker.attach(asyncio.get_running_loop(), self._on_detection, self._on_process_a_exit)
+        ready = asyncio.ensure_future(self.tracker.wait_ready(PROCESS_A_START_TIMEOUT_S))
+        await within(ready, stop)
+        if not ready.result():
+            raise PeerFailure(
+                f"process_a did not start within {PROCESS_A_START_TIMEOUT_S:g} s "
+                f"({self.tracker.describe_exit()})"
+            )
+
+    async def _offered_and_connected(self) -> None:
         log.info("waiting for the server's offer (signaling: %s)", self.args.signaling)
-        while True:
-            message = await self.signaling.receive()
-            if isinstance(message, RTCSessionDescription) and message.type == "offer":
-                break
-            if message is None or message is signaling.BYE:
-                raise SignalingError("the server hung up during signaling")
-        await self.pc.setRemoteDescription(message)
-        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        message = await self.signaling.receive()
+        if not (isinstance(message, RTCSessionDescription) and message.type == "offer"):
+            raise SignalingError("the server hung up during signaling")
+        try:
+            await self.pc.setRemoteDescription(message)
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+        except Exception as exc:  # aiortc raises whatever a malformed offer provokes
+            raise PeerFailure(f"the server's offer is unusable: {one_line(exc)}") from None
         await self.signaling.send(self.pc.localDescription)
-        await self.connected.wait()
+        await first_of(self.connected, self.lost)
+        if not self.connected.is_set():
+            raise PeerFailure("could not connect to the server (ICE failed)")
         log.info("connected; tracking the ball in process_a (pid %s)", self.tracker.pid)
+
+    def _failure(self) -> str | None:
+        """Why the session cannot go on, or None."""
+        if self.process_a_died.is_set():
+            return f"process_a (pid {self.tracker.pid}) died ({self.process_a_exit})"
+        if self.server_abort.is_set():
+            return f"the server aborted the session ({self.abort_reason})"
+        if self.lost.is_set() or self.channel.closed.is_set():
+            return "the server disconnected before the session ended"
+        if self.channel.silent():
+            return (
+                f"the server went silent (no data-channel message for "
+                f"{self.channel.silence.limit_s:g} s)"
+            )
+        return None
+
+    async def _watch(self, until: tuple[asyncio.Event, ...], seconds: float | None) -> str | None:
+        """Track and report until an event in `until` is set, a failure, or `seconds` pass."""
+        wake = (self.lost, self.channel.closed, self.server_abort, self.process_a_died)
+        return await watch(until, wake, self._failure, self._tick, seconds)
+
+    async def _tick(self, now: float) -> None:
+        if self.accepting and self.stall.update(now, self.received):
+            log.warning(
+                "warning: no frame received for %.0f s (received %d)",
+                self.stall.after_s,
+                self.received,
+            )
+        if now - self._last_stats >= STATS_INTERVAL_S and not self.final_sent:
+            self._last_stats = now
+            self.channel.send(protocol.encode_stats(self.stats(final=False)))
 
     async def _settle_after_end(self) -> None:
         """Let in-flight frames arrive and process_a finish before the final counters."""
         deadline = time.monotonic() + END_CAP_S
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self._failure():
             caught_up = self.max_frame_seen >= self.end_frames - 1
             quiet = time.monotonic() - self.last_frame_at >= END_SETTLE_S
             if (caught_up or quiet) and self.tracker.idle():
                 return
             await asyncio.sleep(0.02)
 
-    async def _session(self, stop: asyncio.Event) -> int:
-        events = (stop, self.lost, self.ended)
-        last_stats = time.monotonic()
-        while not any(event.is_set() for event in events):
-            await first_of(*events, timeout=STATS_INTERVAL_S)
-            if time.monotonic() - last_stats >= STATS_INTERVAL_S:
-                last_stats = time.monotonic()
-                self._send(protocol.encode_stats(self.stats(final=False)))
+    async def _session(self, stop: asyncio.Event) -> str | None:
+        """Track until the server ends (or we are stopped), then the end handshake.
+
+        Returns None when the server acknowledged our final counters, else the reason the
+        session failed.
+        """
+        failure = await self._watch((stop, self.ended), None)
+        if failure is not None:
+            return failure
         if self.ended.is_set():
             await self._settle_after_end()
-            self._send(protocol.encode_stats(self.stats(final=True)))
-            await self._wait_flushed()
-            self._print_summary()
-            return cli.EXIT_OK
-        if stop.is_set():
-            # Leaving on purpose: tell the server so it ends the session instead of failing.
-            self._send(protocol.encode_stats(self.stats(final=True)))
-            await self._wait_flushed()
-            self._print_summary()
-            return cli.EXIT_OK
-        self._print_summary()
-        print(
-            "python -m peers.client: error: the server disconnected before the session ended",
-            file=sys.stderr,
-        )
-        return cli.EXIT_FAILED
+        # No frame taken after this point, every result delivered: the counters are final.
+        self.accepting = False
+        if not await self.tracker.drain(DRAIN_TIMEOUT_S):
+            log.warning("process_a did not finish its last frames within %g s", DRAIN_TIMEOUT_S)
+        failure = self._failure()
+        if failure is not None:
+            return failure
+        self.channel.send(protocol.encode_stats(self.stats(final=True)))
+        self.final_sent = True
+        failure = await self._watch((self.server_bye,), protocol.END_GRACE_S)
+        if failure is not None:
+            return failure
+        if not self.server_bye.is_set():
+            return (
+                f"the server did not acknowledge the end of the session within "
+                f"{protocol.END_GRACE_S:g} s"
+            )
+        self.channel.send(protocol.BYE)
+        await self.channel.flushed(FLUSH_TIMEOUT_S)
+        return None
 
-    async def _wait_flushed(self) -> None:
-        channel = self.channel
-        deadline = time.monotonic() + 2.0
-        while (
-            channel is not None
-            and channel.readyState == "open"
-            and channel.bufferedAmount > 0
-            and time.monotonic() < deadline
-        ):
-            await asyncio.sleep(0.02)
-        await asyncio.sleep(0.1)  # let SCTP hand the last chunk to the transport
+    async def _abort(self) -> None:
+        """Tell the server why we give up, when it can still hear it."""
+        if self.process_a_died.is_set() and self.channel.is_open:
+            self.channel.send(protocol.encode_abort("process_a_died"))
+            await self.channel.flushed(FLUSH_TIMEOUT_S)
 
     def _print_summary(self) -> None:
         s = self.stats(final=True)
@@ -255,36 +334,42 @@ class Client:
             f"  dropped {s.dropped}  unreadable {s.unreadable}  no ball {s.missed}",
             flush=True,
         )
+        ignored = self.ignored + sctp_guard.dropped
+        ignored.update({f"{k}_handler_error": v for k, v in self.handler_errors.items()})
+        if ignored:
+            print(f"messages ignored {', '.join(f'{k} {v}' for k, v in sorted(ignored.items()))}")
 
     async def run(self, stop: asyncio.Event) -> int:
-        """Start process_a, signal, track until the server ends. Returns the exit code."""
-        try:
-            self.tracker.start()
-            self.tracker.attach(asyncio.get_running_loop(), self._on_detection)
-            try:
-                outcome = await connect_within(self._signal(), stop, self.args.connect_timeout)
-            except SignalingError as exc:
-                return await self._fail(str(exc), cli.EXIT_FAILED)
-            if outcome == INTERRUPTED:
-                return cli.EXIT_INTERRUPTED
-            if outcome == TIMED_OUT:
-                return await self._fail(
-                    f"no server offer/connection within {self.args.connect_timeout:g} s",
-                    cli.EXIT_TIMEOUT,
-                )
-            return await self._session(stop)
-        finally:
-            await self.close()
+        """Check signaling, start process_a, connect, track until the server ends."""
+        return await run_peer(
+            self._run(stop), prog=PROG, signaling=self.signaling, close=self.close
+        )
 
-    async def _fail(self, message: str, code: int) -> int:
-        return await fail(PROG, self.signaling, message, code)
+    async def _run(self, stop: asyncio.Event) -> str | None:
+        await prepare(self.signaling, stop)  # credentials before process_a
+        await self._start_process_a(stop)
+        timeout = self.args.connect_timeout  # counted from here: this peer is ready
+        await within(
+            self._offered_and_connected(),
+            stop,
+            timeout,
+            NoPeer(f"no server offer/connection within {timeout:g} s"),
+        )
+        await channel_opens(self.channel.opened, stop)
+        failure = await self._session(stop)
+        self._print_summary()
+        if failure is not None:
+            await self._abort()
+        return failure
 
     async def close(self) -> None:
         """Stop the consumer, process_a, the peer connection and signaling."""
+        self.tracker.detach()
         if self._consumer is not None:
             self._consumer.cancel()
             with contextlib.suppress(asyncio.CancelledError, MediaStreamError):
                 await self._consumer
+        await self.channel.stop()
         await self.pc.close()
         await asyncio.to_thread(self.tracker.close)
         await self.signaling.close()

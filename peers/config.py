@@ -7,9 +7,10 @@ arguments with `SessionSpec.to_peer_args()`, and the peers' CLI parses the same 
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 MARKER_BAND_PX = 16
@@ -35,12 +36,36 @@ MIN_HEIGHT = 64
 MAX_HEIGHT = 2160
 
 
+_ICE_URL = re.compile(
+    r"(?P<scheme>stuns?|turns?):(?P<host>[A-Za-z0-9._-]{1,253})"
+    r"(?::(?P<port>[0-9]{1,5}))?(?:\?transport=(?P<transport>udp|tcp))?"
+)
+
+
+def check_ice_url(url: str) -> str:
+    """`url` if aiortc can use it (RFC 7064/7065 shapes, port 1-65535); ValueError otherwise."""
+    match = _ICE_URL.fullmatch(url)
+    if match is None:
+        raise ValueError(
+            f"{url[:80]!r} is not a STUN/TURN URL "
+            "(stun:HOST[:PORT], stuns:..., turn:HOST[:PORT][?transport=udp|tcp], turns:...)"
+        )
+    if match["port"] is not None and not 1 <= int(match["port"]) <= 65535:
+        raise ValueError(f"{url[:80]!r}: port {match['port']} is not 1-65535")
+    if match["transport"] is not None and match["scheme"].startswith("stun"):
+        raise ValueError(f"{url[:80]!r}: only turn: and turns: URLs take ?transport=")
+    return url
+
+
+IceUrl = Annotated[str, Field(min_length=1, max_length=512), AfterValidator(check_ice_url)]
+
+
 class IceServer(BaseModel):
     """One STUN/TURN server, shaped like the WebRTC `RTCIceServer` dictionary."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
-    urls: list[Annotated[str, Field(min_length=1, max_length=512)]] = Field(min_length=1)
+    urls: list[IceUrl] = Field(min_length=1, max_length=8)
     username: str | None = None
     credential: str | None = None
 

@@ -2,6 +2,10 @@
 
 Pure logic (no aiortc): `CoordinateMatcher.on_message` takes a raw data-channel message and
 returns what happened, so tests can feed it hostile input and out-of-order coordinates.
+The client's counters are checked against what the server knows (the channel is ordered,
+so when counters arrive every coordinate sent before them has arrived too): counters that
+claim more frames than were sent, or fewer than were matched, are refused as implausible.
+Nothing from the client is taken after its final counters.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class CoordinateMatcher:
         self.stats = SessionStats()
         self.rejected: Counter[str] = Counter()
         self.client: protocol.ClientStats | None = None
+        self.final: protocol.ClientStats | None = None
         self._window = window
         self._sent_index = np.full(window, -1, dtype=np.int64)
         self._sent_at = np.zeros(window, dtype=np.float64)
@@ -58,14 +63,32 @@ class CoordinateMatcher:
         except protocol.ProtocolError as exc:
             self.rejected[exc.reason] += 1
             return None
+        if isinstance(decoded, protocol.ClientStats | protocol.Coordinate) and self.final:
+            self.rejected["after_final"] += 1
+            return None
         if isinstance(decoded, protocol.ClientStats):
-            self.client = decoded
-            self.stats.frames_dropped_by_client = decoded.dropped
-            return decoded
+            return self._client_stats(decoded)
         if isinstance(decoded, protocol.Coordinate):
             return self._match(decoded, now)
-        self.rejected["unexpected_kind"] += 1
-        return None
+        if isinstance(decoded, protocol.End):
+            self.rejected["unexpected_kind"] += 1
+            return None
+        return decoded
+
+    def _client_stats(self, stats: protocol.ClientStats) -> protocol.ClientStats | None:
+        lost_before_detection = stats.dropped + stats.unreadable + stats.missed
+        if (
+            stats.received > self.stats.frames_sent + 1  # + the blank flush frame
+            or stats.received < self.stats.frames_matched
+            or lost_before_detection > stats.received
+        ):
+            self.rejected["implausible_counters"] += 1
+            return None
+        self.client = stats
+        self.stats.frames_dropped_by_client = stats.dropped
+        if stats.final:
+            self.final = stats
+        return stats
 
     def _match(self, coordinate: protocol.Coordinate, now: float) -> Match | None:
         self.stats.coordinates_received += 1

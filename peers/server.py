@@ -5,70 +5,126 @@ python -m peers.server offer --verbose
 
 from __future__ import annotations
 
+from peers import startup  # noqa: F401  (first: a Ctrl-C while aiortc loads exits quietly)
+
+# isort: split
 import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCSessionDescription
 from pydantic import ValidationError
 
-from peers import cli, protocol, signaling
+from peers import cli, protocol, sctp_guard, signaling
 from peers.ball import BallModel
-from peers.config import SessionSpec
+from peers.channel import LABEL, PeerChannel
+from peers.config import MARKER_BAND_PX, SessionSpec
+from peers.liveness import Stall
 from peers.matching import CoordinateMatcher, Match
 from peers.metrics import format_summary
-from peers.session import INTERRUPTED, TIMED_OUT, connect_within, fail, first_of
+from peers.session import (
+    NoPeer,
+    PeerFailure,
+    channel_opens,
+    exception_proof,
+    first_of,
+    new_peer_connection,
+    one_line,
+    prepare,
+    run_peer,
+    watch,
+    within,
+)
 from peers.signaling.base import SignalingError
 from peers.track import BallTrack
 
 log = logging.getLogger("rebound.server")
 
-END_GRACE_S = 5.0
-"""After the last frame: how long to wait for the client's final counters."""
+MAX_METRICS_INTERVAL_S = 3600.0
 PROG = "python -m peers.server"
 FLAG_NAMES = {"duration_seconds": "--duration"}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The server's command line."""
+    """The server's command line (--help shows every default and bound)."""
     parser = cli.new_parser(
         PROG,
         "Rebound server peer: streams a bouncing ball over WebRTC and measures "
-        "the error of the coordinates the client sends back.",
+        "the error of the coordinates the client sends back. Exit codes: 0 session "
+        "completed, 1 runtime failure, 2 bad usage, 3 no client within --connect-timeout, "
+        "130 interrupted before connecting.",
         "offer",
     )
     defaults = SessionSpec(frames=0)
+    fields = SessionSpec.model_fields
+
+    def bounded(name: str, text: str) -> str:
+        return f"{text}, {cli.field_range(fields[name])}"
+
     session = parser.add_argument_group("session")
-    session.add_argument("--width", type=int, default=defaults.width, help="frame width (px)")
-    session.add_argument("--height", type=int, default=defaults.height, help="frame height (px)")
-    session.add_argument("--fps", type=int, default=defaults.fps, help="frames per second")
-    session.add_argument("--radius", type=float, default=defaults.radius, help="ball radius (px)")
-    session.add_argument("--speed", type=float, default=defaults.speed, help="ball speed (px/s)")
-    session.add_argument("--seed", type=int, default=defaults.seed, help="start position/direction")
-    session.add_argument("--frames", type=int, default=0, help="frames to send (0 = no limit)")
+    session.add_argument(
+        "--width", type=int, default=defaults.width, help=bounded("width", "frame width (px)")
+    )
+    session.add_argument(
+        "--height",
+        type=int,
+        default=defaults.height,
+        help=bounded("height", f"frame height (px; the top {MARKER_BAND_PX} rows hold the marker)"),
+    )
+    session.add_argument(
+        "--fps", type=int, default=defaults.fps, help=bounded("fps", "frames per second")
+    )
+    session.add_argument(
+        "--radius",
+        type=cli.number(),
+        default=defaults.radius,
+        help=bounded(
+            "radius",
+            "ball radius (px); the ball must fit: 2*radius+2 <= "
+            f"min(width, height-{MARKER_BAND_PX})",
+        ),
+    )
+    session.add_argument(
+        "--speed",
+        type=cli.number(),
+        default=defaults.speed,
+        help=bounded("speed", "ball speed (px/s)"),
+    )
+    session.add_argument(
+        "--seed", type=int, default=defaults.seed, help=bounded("seed", "start position/direction")
+    )
+    session.add_argument(
+        "--frames", type=int, default=0, help=bounded("frames", "frames to send (0 = no limit)")
+    )
     session.add_argument(
         "--duration",
-        type=float,
+        type=cli.number(),
         default=0.0,
-        help="seconds to stream (0 = no limit); the first limit reached ends",
+        help=bounded(
+            "duration_seconds", "seconds to stream (0 = no limit); the first limit reached ends"
+        ),
     )
     parser.add_argument(
         "--summary-json",
         type=Path,
         metavar="PATH",
-        help="write the session summary as JSON to PATH",
+        help="write the session summary as JSON to PATH (a file in an existing, writable "
+        "directory; checked before the session starts)",
     )
     parser.add_argument(
         "--metrics-interval",
-        type=float,
+        type=cli.number(0, MAX_METRICS_INTERVAL_S, above=True),
         default=2.0,
         metavar="S",
-        help="publish live metrics every S seconds (configmap signaling)",
+        help="publish live metrics every S seconds (configmap signaling), "
+        + cli.describe_range(0, MAX_METRICS_INTERVAL_S, above=True),
     )
     cli.add_common_arguments(parser)
     signaling.add_arguments(parser)
@@ -92,14 +148,24 @@ def spec_from_args(args: argparse.Namespace) -> SessionSpec:
         raise cli.UsageError(cli.describe_validation_error(exc, FLAG_NAMES)) from None
 
 
+def check_summary_path(path: Path) -> None:
+    """UsageError unless `path` can be written as a file (checked before any session)."""
+    if path.is_dir():
+        raise cli.UsageError(f"--summary-json {path}: is a directory")
+    if not path.parent.is_dir():
+        raise cli.UsageError(f"--summary-json {path}: directory does not exist")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise cli.UsageError(f"--summary-json {path}: file is not writable")
+    if not path.exists() and not os.access(path.parent, os.W_OK | os.X_OK):
+        raise cli.UsageError(f"--summary-json {path}: directory is not writable")
+
+
 def validate_args(args: argparse.Namespace) -> SessionSpec:
     """Check every flag up front so a bad value fails before any network activity."""
     spec = spec_from_args(args)
     cli.validate_common_arguments(args)
-    if args.metrics_interval <= 0:
-        raise cli.UsageError(f"--metrics-interval {args.metrics_interval:g} must be > 0")
-    if args.summary_json is not None and not args.summary_json.parent.is_dir():
-        raise cli.UsageError(f"--summary-json {args.summary_json}: directory does not exist")
+    if args.summary_json is not None:
+        check_summary_path(args.summary_json)
     return spec
 
 
@@ -114,21 +180,29 @@ class Server:
         )
         self.matcher = CoordinateMatcher(self.model)
         self.signaling = signaling.create("offer", args)
-        self.pc = RTCPeerConnection(cli.rtc_configuration(cli.parse_ice_servers(args.ice_servers)))
+        self.pc = new_peer_connection(cli.parse_ice_servers(args.ice_servers))
         self.track = BallTrack(
             self.model,
             max_frames=spec.frames,
             max_seconds=spec.duration_seconds,
             on_sent=self.matcher.on_frame_sent,
         )
-        self.channel: RTCDataChannel = self.pc.createDataChannel("coordinates")
-        self.channel.on("message", self._on_message)
+        self.handler_errors: Counter[str] = Counter()
+        self.channel = PeerChannel(self._on_message, self.handler_errors)
+        self.channel.attach(self.pc.createDataChannel(LABEL))
         self.pc.addTrack(self.track)
-        self.pc.on("connectionstatechange", self._on_state)
+        self.pc.on(
+            "connectionstatechange", exception_proof(self._on_state, self.handler_errors, "state")
+        )
         self.connected = asyncio.Event()
         self.lost = asyncio.Event()
-        self.final_stats = asyncio.Event()
+        self.client_final = asyncio.Event()
+        self.client_bye = asyncio.Event()
+        self.client_abort = asyncio.Event()
+        self.abort_reason = ""
+        self.stall = Stall()
         self._last_report = 0.0
+        self._last_publish = 0.0
 
     def _on_state(self) -> None:
         state = self.pc.connectionState
@@ -140,35 +214,58 @@ class Server:
 
     def _on_message(self, message: object) -> None:
         result = self.matcher.on_message(message, time.monotonic())
-        if isinstance(result, Match) and self.args.verbose:
-            print(
-                f"frame {result.frame:6d}  detected ({result.detected.x:8.3f}, "
-                f"{result.detected.y:8.3f})  true ({result.truth.x:8.3f}, {result.truth.y:8.3f})"
-                f"  error {result.error_px:6.3f} px  latency {result.latency_s * 1000:6.1f} ms",
-                flush=True,
-            )
+        if isinstance(result, Match):
+            if self.args.verbose:
+                print(
+                    f"frame {result.frame:6d}  detected ({result.detected.x:8.3f}, "
+                    f"{result.detected.y:8.3f})  true ({result.truth.x:8.3f}, "
+                    f"{result.truth.y:8.3f})  error {result.error_px:6.3f} px  "
+                    f"latency {result.latency_s * 1000:6.1f} ms",
+                    flush=True,
+                )
         elif isinstance(result, protocol.ClientStats) and result.final:
-            self.final_stats.set()
+            self.client_final.set()
+        elif isinstance(result, protocol.Bye):
+            self.client_bye.set()
+        elif isinstance(result, protocol.Abort):
+            self.abort_reason = result.why
+            self.client_abort.set()
 
-    async def _signal(self) -> None:
-        await self.signaling.connect()
+    async def _offer(self) -> None:
         await self.pc.setLocalDescription(await self.pc.createOffer())
-        log.info("offer ready; waiting for the client (signaling: %s)", self.args.signaling)
         await self.signaling.send(self.pc.localDescription)
-        while True:
-            message = await self.signaling.receive()
-            if isinstance(message, RTCSessionDescription) and message.type == "answer":
-                await self.pc.setRemoteDescription(message)
-                break
-            if message is None or message is signaling.BYE:
-                raise SignalingError("the client hung up during signaling")
-        await self.connected.wait()
+        log.info("offer ready; waiting for the client (signaling: %s)", self.args.signaling)
+
+    async def _answered_and_connected(self) -> None:
+        message = await self.signaling.receive()
+        if not (isinstance(message, RTCSessionDescription) and message.type == "answer"):
+            raise SignalingError("the client hung up during signaling")
+        try:
+            await self.pc.setRemoteDescription(message)
+        except Exception as exc:  # aiortc raises whatever a malformed answer provokes
+            raise PeerFailure(f"the client's answer is unusable: {one_line(exc)}") from None
+        await first_of(self.connected, self.lost)
+        if not self.connected.is_set():
+            raise PeerFailure("could not connect to the client (ICE failed)")
         log.info(
             "connected; streaming %dx%d at %d fps", self.spec.width, self.spec.height, self.spec.fps
         )
 
-    def _report(self) -> None:
+    def _report(self, now: float) -> None:
         summary = self.matcher.stats.summary()
+        streaming = self.track.frames_sent > 0 and not self.track.finished.is_set()
+        heard_lately = self.channel.silence.quiet_for(now) < 2 * protocol.HEARTBEAT_INTERVAL_S
+        if streaming and heard_lately and self.stall.update(now, summary["frames_matched"]):
+            log.warning(
+                "warning: no frame matched for %.0f s (sent %d, matched %d): the client is "
+                "alive but sends no coordinate that matches a frame",
+                self.stall.after_s,
+                summary["frames_sent"],
+                summary["frames_matched"],
+            )
+        if self.args.verbose or now - self._last_report < 1.0:
+            return
+        self._last_report = now
         mean = summary["mean_error_px"]
         p50 = summary["latency_ms_p50"]
         print(
@@ -184,84 +281,115 @@ class Server:
         except SignalingError as exc:
             log.warning("could not publish metrics: %s", exc)
 
-    async def _stream(self, stop: asyncio.Event) -> None:
-        last_publish = time.monotonic()
-        events = (stop, self.lost, self.track.finished, self.final_stats)
-        while not any(event.is_set() for event in events):
-            await first_of(*events, timeout=1.0)
-            now = time.monotonic()
-            if not self.args.verbose and now - self._last_report >= 1.0:
-                self._last_report = now
-                self._report()
-            if now - last_publish >= self.args.metrics_interval:
-                last_publish = now
-                await self._publish(final=False)
+    def _failure(self) -> str | None:
+        """Why the session cannot go on, or None."""
+        if self.client_abort.is_set():
+            return f"the client aborted the session ({self.abort_reason})"
+        if self.lost.is_set() or self.channel.closed.is_set():
+            return "the client disconnected before the session ended"
+        if self.channel.silent():
+            return (
+                f"the client went silent (no data-channel message for "
+                f"{self.channel.silence.limit_s:g} s)"
+            )
+        return None
 
-    async def _finish(self) -> None:
+    async def _watch(self, until: tuple[asyncio.Event, ...], seconds: float | None) -> str | None:
+        """Stream and report until an event in `until` is set, a failure, or `seconds` pass."""
+        wake = (self.lost, self.channel.closed, self.client_abort)
+        return await watch(until, wake, self._failure, self._tick, seconds)
+
+    async def _tick(self, now: float) -> None:
+        self._report(now)
+        if now - self._last_publish >= self.args.metrics_interval:
+            self._last_publish = now
+            await self._publish(final=False)
+
+    async def _stop_track(self) -> None:
         if not self.track.finished.is_set():
-            self.track.request_stop()
+            self.track.request_stop()  # the blank flush frame, then the track ends
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(1.0):
                     await self.track.finished.wait()
             self.track.finish()
-        if self.lost.is_set() or self.final_stats.is_set() or self.channel.readyState != "open":
-            return
-        self.channel.send(protocol.encode_end(self.track.frames_sent))
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(END_GRACE_S):
-                await first_of(self.final_stats, self.lost)
+
+    async def _session(self, stop: asyncio.Event) -> str | None:
+        """Stream until a limit, a stop or the client's own end; then the end handshake.
+
+        Returns None when the handshake completed (the client's final counters arrived),
+        else the reason the session failed.
+        """
+        failure = await self._watch((stop, self.track.finished, self.client_final), None)
+        if failure is not None:
+            return failure
+        await self._stop_track()
+        if not self.client_final.is_set():
+            self.channel.send(protocol.encode_end(self.track.frames_sent))
+            failure = await self._watch((self.client_final,), protocol.END_GRACE_S)
+            if failure is not None:
+                return failure
+            if not self.client_final.is_set():
+                return (
+                    f"the client's final counters did not arrive within "
+                    f"{protocol.END_GRACE_S:g} s of the end of the stream"
+                )
+        self.channel.send(protocol.BYE)
+        await self._watch((self.client_bye,), protocol.BYE_WAIT_S)
+        return None
 
     def _write_summary(self) -> dict[str, Any]:
         summary = self.matcher.stats.summary()
         print("\n== Rebound session summary ==")
         print(format_summary(summary))
-        if self.matcher.rejected:
-            rejected = ", ".join(f"{k} {v}" for k, v in sorted(self.matcher.rejected.items()))
-            print(f"messages ignored   {rejected}")
+        ignored = self.matcher.rejected + sctp_guard.dropped
+        ignored.update({f"{k}_handler_error": v for k, v in self.handler_errors.items()})
+        if ignored:
+            print(f"messages ignored   {', '.join(f'{k} {v}' for k, v in sorted(ignored.items()))}")
         client = self.matcher.client
         if client is not None:
             print(
                 f"client counters    received {client.received}  dropped {client.dropped}  "
                 f"unreadable {client.unreadable}  no ball {client.missed}"
+                + ("" if client.final else "  (not final)")
             )
         sys.stdout.flush()
         if self.args.summary_json is not None:
-            self.args.summary_json.write_text(cli.dump_json(summary) + "\n")
+            try:
+                self.args.summary_json.write_text(cli.dump_json(summary) + "\n")
+            except OSError as exc:
+                raise PeerFailure(
+                    f"cannot write --summary-json {self.args.summary_json}: {exc.strerror or exc}"
+                ) from None
         return summary
 
     async def run(self, stop: asyncio.Event) -> int:
         """Signal, stream until a limit/stop/loss, then summarise. Returns the exit code."""
-        try:
-            try:
-                outcome = await connect_within(self._signal(), stop, self.args.connect_timeout)
-            except SignalingError as exc:
-                return await self._fail(str(exc), cli.EXIT_FAILED)
-            if outcome == INTERRUPTED:
-                return cli.EXIT_INTERRUPTED
-            if outcome == TIMED_OUT:
-                return await self._fail(
-                    f"no client connected within {self.args.connect_timeout:g} s",
-                    cli.EXIT_TIMEOUT,
-                )
-            await self._stream(stop)
-            await self._finish()
-            self._write_summary()
-            await self._publish(final=True)
-            if self.lost.is_set() and not self.final_stats.is_set():
-                return await self._fail(
-                    "the client disconnected before the session ended", cli.EXIT_FAILED
-                )
-            return cli.EXIT_OK
-        finally:
-            await self.close()
+        return await run_peer(
+            self._run(stop), prog=PROG, signaling=self.signaling, close=self.close
+        )
 
-    async def _fail(self, message: str, code: int) -> int:
-        return await fail(PROG, self.signaling, message, code)
+    async def _run(self, stop: asyncio.Event) -> str | None:
+        await prepare(self.signaling, stop)
+        await within(self._offer(), stop)
+        timeout = self.args.connect_timeout
+        await within(
+            self._answered_and_connected(),
+            stop,
+            timeout,
+            NoPeer(f"no client connected within {timeout:g} s"),
+        )
+        await channel_opens(self.channel.opened, stop)
+        self._last_publish = time.monotonic()
+        failure = await self._session(stop)
+        self._write_summary()
+        await self._publish(final=True)
+        return failure
 
     async def close(self) -> None:
         """Close the track, the peer connection and signaling."""
         if not self.track.finished.is_set():
             self.track.finish()
+        await self.channel.stop()
         await self.pc.close()
         await self.signaling.close()
 

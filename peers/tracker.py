@@ -8,16 +8,28 @@ identity from its marker band, locates the ball, and stores frame id, x and y in
 result exactly once without polling: process_a waits on `slot_free` before writing the
 Values, then rings a doorbell pipe; the main thread's event loop watches the pipe
 (`loop.add_reader`), reads the Values, and releases `slot_free`.
+
+No process_a outlives its client, however the client dies: process_a's first act is to ask
+the kernel for SIGKILL when its parent dies (Linux `PR_SET_PDEATHSIG`), then to check that its
+parent is still the one that started it (the parent may have died while process_a was still
+being spawned). SIGKILL also ends a process_a blocked on a half-written frame, which no check
+in Python could. Flags that cross the process boundary are plain shared Values (no
+`multiprocessing.Event`, whose `set()` waits for every waiter to wake, forever if the waiter
+was killed). process_a is started with SIGINT and SIGTERM blocked: a Ctrl-C in the terminal
+or a SIGTERM to the whole process group is for the client, which then stops process_a itself.
+The client learns at once when process_a dies (`on_exit`, from the process sentinel).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import multiprocessing as mp
 import os
 import queue as queue_module
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +44,11 @@ START_METHOD = "spawn"
 """Explicit: aiortc runs threads, and Python 3.14 changed the Linux default anyway."""
 POLL_S = 0.25
 JOIN_TIMEOUT_S = 3.0
+READY_POLL_S = 0.02
+EXIT_REAP_TIMEOUT_S = 1.0
+PR_SET_PDEATHSIG = 1
+"""prctl(2) option: the signal this process gets when the thread that created it exits."""
+BLOCKED_IN_PROCESS_A = {signal.SIGINT, signal.SIGTERM}
 
 
 @dataclass(frozen=True)
@@ -67,8 +84,11 @@ class SharedResult:
         self.x = ctx.Value("d", 0.0, lock=False)
         self.y = ctx.Value("d", 0.0, lock=False)
         self.processed = ctx.Value("q", 0, lock=False)
+        self.results = ctx.Value("q", 0, lock=False)
         self.unreadable = ctx.Value("q", 0, lock=False)
         self.missed = ctx.Value("q", 0, lock=False)
+        self.ready = ctx.Value("b", 0, lock=False)
+        self.stop = ctx.Value("b", 0, lock=False)
 
 
 def _store(shared: SharedResult, frame: int, x: float, y: float) -> None:
@@ -83,24 +103,35 @@ def process_frame(item: FrameItem) -> tuple[int | None, tuple[float, float] | No
     return marker.read(luma), detect.locate(luma)
 
 
+def die_with_parent(parent_pid: int) -> bool:
+    """Have the kernel SIGKILL this process when its parent dies; False if it already has.
+
+    Linux only (elsewhere the parent-liveness checks in process_a's loop remain).
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    return os.getppid() == parent_pid
+
+
 def run_process_a(
     frames: Any,
     shared: SharedResult,
     doorbell: Connection,
     slot_free: Any,
-    stop: Any,
-    ready: Any,
     parent_pid: int,
 ) -> None:
     """process_a's main loop: frames in, Values out, until a None sentinel or stop."""
+    if not die_with_parent(parent_pid):
+        return  # the client died while we were being spawned
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
-    ready.set()
-    while not stop.is_set():
+    shared.ready.value = 1
+    while not shared.stop.value:
         try:
             item = frames.get(timeout=POLL_S)
         except queue_module.Empty:
             if os.getppid() != parent_pid:
-                return  # orphaned: the client died without telling us
+                return  # orphaned (only reachable where PR_SET_PDEATHSIG does not exist)
             continue
         if item is None:
             return
@@ -113,9 +144,10 @@ def run_process_a(
             shared.missed.value += 1
         else:
             while not slot_free.acquire(timeout=POLL_S):
-                if stop.is_set() or os.getppid() != parent_pid:
+                if shared.stop.value or os.getppid() != parent_pid:
                     return
             _store(shared, frame_id, centre[0], centre[1])
+            shared.results.value += 1
             doorbell.send_bytes(b"\x01")
         shared.processed.value += 1
 
@@ -131,11 +163,11 @@ class FrameTracker:
         self.shared = SharedResult(self._ctx)
         self._doorbell_r, self._doorbell_w = self._ctx.Pipe(duplex=False)
         self._slot_free = self._ctx.Semaphore(1)
-        self._stop = self._ctx.Event()
-        self._ready = self._ctx.Event()
         self._process: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_result: Callable[[Detection], None] | None = None
+        self._on_exit: Callable[[str], None] | None = None
+        self._watching_exit = False
         self.submitted = 0
         self.dropped = 0
         self.delivered = 0
@@ -146,33 +178,79 @@ class FrameTracker:
         return None if self._process is None else int(self._process.pid)
 
     def start(self) -> None:
-        """Spawn process_a."""
+        """Spawn process_a (from the thread that will outlive it: the kernel ties its life to it).
+
+        SIGINT and SIGTERM are blocked while spawning, so process_a inherits them blocked
+        (and keeps them so); signals meanwhile sent to the client arrive right after.
+        """
         self._process = self._ctx.Process(
             target=run_process_a,
             name="process_a",
-            args=(
-                self._frames,
-                self.shared,
-                self._doorbell_w,
-                self._slot_free,
-                self._stop,
-                self._ready,
-                os.getpid(),
-            ),
+            args=(self._frames, self.shared, self._doorbell_w, self._slot_free, os.getpid()),
             daemon=True,
         )
-        self._process.start()
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, BLOCKED_IN_PROCESS_A)
+        try:
+            self._process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+    def alive(self) -> bool:
+        """True while process_a runs."""
+        return self._process is not None and bool(self._process.is_alive())
+
+    def describe_exit(self) -> str:
+        """How process_a ended, for messages: 'killed by SIGKILL', 'exit code 1', ..."""
+        if self._process is None:
+            return "never started"
+        self._process.join(0)
+        code = self._process.exitcode
+        if code is None:
+            return "still running"
+        if code < 0:
+            with contextlib.suppress(ValueError):
+                return f"killed by {signal.Signals(-code).name}"
+            return f"killed by signal {-code}"
+        return f"exit code {code}"
 
     async def wait_ready(self, timeout: float) -> bool:
-        """Wait (off the event loop) until process_a runs its loop; False on timeout."""
-        return bool(await asyncio.to_thread(self._ready.wait, timeout))
+        """Wait until process_a runs its loop; False on timeout or if it died meanwhile."""
+        deadline = time.monotonic() + timeout
+        while not self.shared.ready.value:
+            if time.monotonic() >= deadline or not self.alive():
+                return False
+            await asyncio.sleep(READY_POLL_S)
+        return True
 
     def attach(
-        self, loop: asyncio.AbstractEventLoop, on_result: Callable[[Detection], None]
+        self,
+        loop: asyncio.AbstractEventLoop,
+        on_result: Callable[[Detection], None],
+        on_exit: Callable[[str], None] | None = None,
     ) -> None:
-        """Deliver each result to `on_result` on `loop` (the client's main thread)."""
-        self._loop, self._on_result = loop, on_result
+        """Deliver each result to `on_result` on `loop` (the client's main thread).
+
+        `on_exit(description)` is called on `loop` as soon as process_a ends unasked.
+        """
+        self._loop, self._on_result, self._on_exit = loop, on_result, on_exit
         loop.add_reader(self._doorbell_r.fileno(), self._ring)
+        if on_exit is not None and self._process is not None:
+            loop.add_reader(self._process.sentinel, self._exited)
+            self._watching_exit = True
+
+    def _exited(self) -> None:
+        self._stop_watching_exit()
+        if self._process is not None:
+            # The sentinel closes a moment before the kernel has the exit status to reap.
+            self._process.join(EXIT_REAP_TIMEOUT_S)
+        if self._on_exit is not None:
+            self._on_exit(self.describe_exit())
+
+    def _stop_watching_exit(self) -> None:
+        if self._watching_exit and self._loop is not None and self._process is not None:
+            with contextlib.suppress(ValueError, OSError):
+                self._loop.remove_reader(self._process.sentinel)
+        self._watching_exit = False
 
     def _ring(self) -> None:
         try:
@@ -207,9 +285,11 @@ class FrameTracker:
             self.dropped += 1  # process_a raced us to the slot; this frame is the casualty
 
     def idle(self) -> bool:
-        """True when every submitted frame has been dropped or processed and delivered."""
-        processed = int(self.shared.processed.value)
-        return processed + self.dropped >= self.submitted
+        """True when every submitted frame has been dropped or processed, and every result
+        process_a rang for has been delivered (a ring may still wait in the event loop)."""
+        shared = self.shared
+        handled = int(shared.processed.value) + self.dropped >= self.submitted
+        return handled and self.delivered >= int(shared.results.value)
 
     async def drain(self, timeout: float) -> bool:
         """Wait until process_a has handled every queued frame (True) or `timeout` passes."""
@@ -220,21 +300,26 @@ class FrameTracker:
             await asyncio.sleep(0.01)
         return True
 
-    def close(self) -> None:
-        """Stop process_a (sentinel, then terminate if it will not go) and release pipes."""
+    def detach(self) -> None:
+        """Stop delivering results and exit notices (call on the loop's thread)."""
+        self._stop_watching_exit()
         if self._loop is not None:
             with contextlib.suppress(ValueError, OSError):
                 self._loop.remove_reader(self._doorbell_r.fileno())
-        self._stop.set()
+
+    def close(self) -> None:
+        """Stop process_a (stop flag and sentinel, then SIGKILL if it will not go); release
+        pipes. Called from another thread than the loop's, call `detach()` first."""
+        with contextlib.suppress(RuntimeError):
+            if asyncio.get_running_loop() is self._loop:
+                self.detach()
+        self.shared.stop.value = 1
         with contextlib.suppress(queue_module.Full, ValueError, OSError):
             self._frames.put_nowait(None)
         if self._process is not None:
             self._process.join(JOIN_TIMEOUT_S)
             if self._process.is_alive():
-                self._process.terminate()
-                self._process.join(JOIN_TIMEOUT_S)
-            if self._process.is_alive():
-                self._process.kill()
+                self._process.kill()  # SIGTERM is blocked in process_a
                 self._process.join()
         self._frames.cancel_join_thread()
         self._frames.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -11,7 +12,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import psutil
 
@@ -25,17 +26,60 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def peer(module: str, *args: str, cwd: Path | None = None) -> subprocess.Popen[str]:
-    """Start `python -m peers.<module> ...` with pipes for its output."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+TAG_VARIABLE = "REBOUND_TEST_TAG"
+
+
+def peer(
+    module: str,
+    *args: str,
+    cwd: Path | None = None,
+    tag: str = "",
+    new_session: bool = False,
+    command: list[str] | None = None,
+) -> subprocess.Popen[str]:
+    """Start `python -m peers.<module> ...` with pipes for its output.
+
+    `tag` marks the process and everything it starts (see `tagged`); `new_session` gives it
+    its own process group, so a test can Ctrl-C it as a terminal would (`os.killpg`).
+    `command` replaces `python -m peers.<module>` (a wrapper that patches the peer first).
+    """
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", TAG_VARIABLE: tag}
     return subprocess.Popen(
-        [sys.executable, "-m", f"peers.{module}", *args],
+        [*(command or [sys.executable, "-m", f"peers.{module}"]), *args],
         cwd=cwd or REPO,
         env=env,
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        start_new_session=new_session,
     )
+
+
+def tagged(tag: str) -> list[int]:
+    """Live (non-zombie) processes started with `tag` (the peer and all its descendants)."""
+    needle = f"{TAG_VARIABLE}={tag}".encode()
+    found = []
+    for proc in psutil.process_iter(["pid", "status"]):
+        try:
+            if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            environ = Path(f"/proc/{proc.pid}/environ").read_bytes()
+        except (OSError, psutil.Error):
+            continue
+        if needle in environ.split(b"\0"):
+            found.append(proc.pid)
+    return found
+
+
+def wait_untagged(tag: str, timeout: float = 10.0) -> list[int]:
+    """Pids still carrying `tag` after `timeout` seconds (killed afterwards, for hygiene)."""
+    deadline = time.monotonic() + timeout
+    while (alive := tagged(tag)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in alive:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    return alive
 
 
 def children_of(proc: subprocess.Popen[str]) -> list[int]:
@@ -101,12 +145,35 @@ class Session:
         getattr(self, which).send_signal(sig)
 
 
-def start_session(tmp: Path, server_args: list[str], client_args: list[str] = ()) -> Session:  # type: ignore[assignment]
+def start_session(
+    tmp: Path,
+    server_args: list[str],
+    client_args: list[str] = (),  # type: ignore[assignment]
+    *,
+    client_command: list[str] | None = None,
+    tag: str = "",
+) -> Session:
     """Start server then client on a fresh port; the summary goes to tmp/summary.json."""
     port = str(free_port())
     summary = tmp / "summary.json"
     server = peer(
         "server", "offer", "--signaling-port", port, "--summary-json", str(summary), *server_args
     )
-    client = peer("client", "answer", "--signaling-port", port, *client_args)
+    client = peer(
+        "client", "answer", "--signaling-port", port, *client_args, command=client_command, tag=tag
+    )
     return Session(server, client, summary)
+
+
+def wait_for_line(stream: IO[str], needle: str, timeout: float = 60.0) -> list[str]:
+    """Read `stream` until a line containing `needle` (all lines read so far)."""
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = stream.readline()
+        if not line:
+            break
+        lines.append(line)
+        if needle in line:
+            return lines
+    raise AssertionError(f"{needle!r} never appeared in:\n{''.join(lines)}")

@@ -85,9 +85,52 @@ def test_coordinates_older_than_the_window_are_stale(matcher: CoordinateMatcher)
 
 
 def test_client_stats_feed_frames_dropped(matcher: CoordinateMatcher) -> None:
+    for i in range(10):
+        matcher.on_frame_sent(i, i / 30)
     stats = protocol.ClientStats(10, 3, 1, 0, final=True)
     assert matcher.on_message(protocol.encode_stats(stats), 0.0) == stats
     assert matcher.stats.summary()["frames_dropped_by_client"] == 3
+    assert matcher.final == stats
+
+
+@pytest.mark.parametrize(
+    ("received", "dropped", "unreadable", "missed"),
+    [
+        (12, 0, 0, 0),  # more frames than were sent (+1 flush frame)
+        (4, 0, 0, 0),  # fewer frames than the server matched
+        (10, 5, 3, 3),  # more lost before detection than received
+        (2**31 - 1, 2**31 - 1, 0, 0),
+    ],
+)
+def test_implausible_client_counters_are_refused(
+    matcher: CoordinateMatcher, received: int, dropped: int, unreadable: int, missed: int
+) -> None:
+    for i in range(10):
+        matcher.on_frame_sent(i, i / 30)
+    for i in range(5):
+        assert isinstance(matcher.on_message(coordinate_for(matcher, i), 1.0), Match)
+    stats = protocol.ClientStats(received, dropped, unreadable, missed, final=True)
+    assert matcher.on_message(protocol.encode_stats(stats), 1.0) is None
+    assert matcher.rejected["implausible_counters"] == 1
+    assert matcher.client is None and matcher.final is None
+    assert matcher.stats.summary()["frames_dropped_by_client"] is None
+    # the flush frame may be counted: sent + 1 is plausible
+    assert matcher.on_message(protocol.encode_stats(protocol.ClientStats(11, 1, 0, 0)), 1.0)
+
+
+def test_nothing_is_taken_after_the_final_counters(matcher: CoordinateMatcher) -> None:
+    for i in range(4):
+        matcher.on_frame_sent(i, i / 30)
+    assert isinstance(matcher.on_message(coordinate_for(matcher, 0), 1.0), Match)
+    final = protocol.ClientStats(2, 0, 0, 0, final=True)
+    assert matcher.on_message(protocol.encode_stats(final), 1.0) == final
+    assert matcher.on_message(coordinate_for(matcher, 1), 1.0) is None
+    later = protocol.ClientStats(4, 0, 0, 0, final=True)
+    assert matcher.on_message(protocol.encode_stats(later), 1.0) is None
+    assert matcher.rejected["after_final"] == 2
+    assert matcher.stats.frames_matched == 1
+    assert matcher.client == final
+    assert isinstance(matcher.on_message(protocol.BYE, 1.0), protocol.Bye)
 
 
 def test_summary_is_finite_json(matcher: CoordinateMatcher) -> None:

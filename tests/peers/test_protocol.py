@@ -1,9 +1,10 @@
+import contextlib
 import json
 
 import pytest
 
 from peers import protocol
-from peers.protocol import ClientStats, Coordinate, End, ProtocolError
+from peers.protocol import Abort, Bye, ClientStats, Coordinate, End, Heartbeat, ProtocolError
 
 
 def test_round_trips() -> None:
@@ -13,6 +14,9 @@ def test_round_trips() -> None:
     stats = ClientStats(10, 1, 2, 3, final=True)
     assert protocol.decode(protocol.encode_stats(stats)) == stats
     assert protocol.decode(protocol.encode_end(150)) == End(150)
+    assert protocol.decode(protocol.HEARTBEAT) == Heartbeat()
+    assert protocol.decode(protocol.BYE) == Bye()
+    assert protocol.decode(protocol.encode_abort("process_a_died")) == Abort("process_a_died")
 
 
 def test_integers_are_accepted_as_coordinates() -> None:
@@ -48,10 +52,37 @@ def test_integers_are_accepted_as_coordinates() -> None:
             '{"k":"s","received":1,"dropped":0,"unreadable":0,"missed":-1,"final":false}',
             "bad_field",
         ),
-        ('{"k":"s","received":1,"dropped":0,"unreadable":0,"missed":0,"final":1}', "bad_fields"),
+        ('{"k":"s","received":1,"dropped":0,"unreadable":0,"missed":0,"final":1}', "bad_field"),
         ('{"k":"end","frames":"many"}', "bad_field"),
         ('{"k":"zzz"}', "unknown_kind"),
         ("{}", "unknown_kind"),
+        # numbers that once crashed the receiver or corrupted a counter (issue 8, item 18)
+        ('{"k":"c","f":5,"x":' + "9" * 400 + ',"y":1}', "bad_number"),
+        ('{"k":"c","f":5,"x":1,"y":' + "9" * 33 + "}", "bad_number"),
+        ('{"k":"c","f":5,"x":1.' + "5" * 40 + ',"y":1}', "bad_number"),
+        ('{"k":"c","f":-0,"x":1,"y":1}', "bad_number"),
+        ('{"k":"c","f":' + "1" * 40 + ',"x":1,"y":1}', "bad_number"),
+        (
+            '{"k":"s","received":1,"dropped":' + "9" * 401 + ',"unreadable":0,"missed":0,'
+            '"final":true}',
+            "bad_number",
+        ),
+        (
+            '{"k":"s","received":1,"dropped":2147483648,"unreadable":0,"missed":0,"final":true}',
+            "bad_field",
+        ),
+        ('{"k":"end","frames":4294967296}', "bad_field"),
+        ('{"k":"c","f":1,"f":2,"x":1,"y":1}', "duplicate_key"),
+        ('{"k":"c","k":"s","f":1,"x":1,"y":1}', "duplicate_key"),
+        ("\u00e9" * 300, "too_large"),  # 300 characters, 600 bytes of UTF-8
+        (b"\xff\xfe{}", "not_utf8"),
+        (b"{}", "binary"),
+        (b"x" * 100_000, "too_large"),
+        ('{"k":"hb","x":1}', "bad_fields"),
+        ('{"k":"bye","why":"x"}', "bad_fields"),
+        ('{"k":"abort","why":"Robert\'); DROP TABLE"}', "bad_field"),
+        ('{"k":"abort","why":"' + "a" * 33 + '"}', "bad_field"),
+        ('{"k":"abort"}', "bad_fields"),
     ],
 )
 def test_rejects_malformed_and_hostile_messages(message: object, reason: str) -> None:
@@ -69,3 +100,18 @@ def test_wire_form_is_compact_json() -> None:
     text = protocol.encode_coordinate(3, 1.0, 2.0)
     assert " " not in text
     assert json.loads(text) == {"k": "c", "f": 3, "x": 1.0, "y": 2.0}
+
+
+def test_no_hostile_message_raises_anything_but_protocol_error() -> None:
+    """Every number shape a peer can send is refused or bounded, never an OverflowError."""
+    for digits in (1, 16, 31, 32, 33, 309, 400, 5000):
+        for template in ('{"k":"c","f":5,"x":%s,"y":1}', '{"k":"c","f":%s,"x":1,"y":1}'):
+            nines = "9" * digits
+            for number in (nines, "-" + nines, nines + "e9", "0." + nines):
+                with contextlib.suppress(ProtocolError):
+                    protocol.decode(template % number)
+
+
+def test_encode_abort_refuses_free_text() -> None:
+    with pytest.raises(ValueError):
+        protocol.encode_abort("process a died")

@@ -1,7 +1,13 @@
 """process_a for real: a spawned process, a multiprocessing.Queue and Values."""
 
 import asyncio
+import contextlib
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import cv2
 import psutil
@@ -109,3 +115,123 @@ async def test_close_leaves_no_process_behind() -> None:
 def test_rejects_a_zero_queue() -> None:
     with pytest.raises(ValueError):
         FrameTracker(0)
+
+
+DRIVER = Path(__file__).with_name("tracker_driver.py")
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def still_running(procs: list[psutil.Process], timeout: float) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = []
+        for proc in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(proc.pid)
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.1)
+
+
+def wait_until_reading_a_frame(pid: int, timeout: float = 20.0) -> None:
+    """Return once process `pid` is blocked reading a pipe (a frame the client is writing)."""
+    deadline = time.monotonic() + timeout
+    wchan = Path(f"/proc/{pid}/wchan")
+    while time.monotonic() < deadline:
+        if wchan.read_text() == "anon_pipe_read":
+            return
+        time.sleep(0.001)
+    pytest.skip("process_a was never seen blocked in a pipe read (no /proc wchan?)")
+
+
+@pytest.mark.parametrize(
+    ("mode", "kill_after_line"),
+    [
+        ("waiting", 1),  # process_a still starting, the client waiting for it (issue 8 #14)
+        ("ready", 2),
+        ("feeding", 3),  # 64 MB frames in the pipe: the kill lands mid-frame (#19)
+    ],
+)
+def test_no_process_a_outlives_a_killed_client(mode: str, kill_after_line: int) -> None:
+    driver = subprocess.Popen(
+        [sys.executable, str(DRIVER), mode], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert driver.stdout is not None
+        lines = [driver.stdout.readline() for _ in range(kill_after_line)]
+        process_a = int(lines[0])
+        if mode == "feeding":
+            wait_until_reading_a_frame(process_a)
+        family = descendants(driver.pid)  # process_a and multiprocessing's resource tracker
+        assert process_a in [p.pid for p in family]
+        driver.kill()
+        driver.wait()
+        survivors = still_running(family, timeout=10)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    for pid in survivors:
+        os.kill(pid, signal.SIGKILL)
+    assert survivors == [], f"orphans after kill -9 of the client ({mode})"
+
+
+async def test_a_dead_process_a_is_reported_at_once() -> None:
+    tracker = FrameTracker(2)
+    tracker.start()
+    exits: list[str] = []
+    gone = asyncio.Event()
+
+    def on_exit(description: str) -> None:
+        exits.append(description)
+        gone.set()
+
+    tracker.attach(asyncio.get_running_loop(), lambda _: None, on_exit)
+    try:
+        assert await tracker.wait_ready(30)
+        assert tracker.pid is not None
+        os.kill(tracker.pid, signal.SIGKILL)
+        await asyncio.wait_for(gone.wait(), 10)
+        assert exits == ["killed by SIGKILL"]
+        assert not tracker.alive()
+    finally:
+        tracker.close()
+
+
+async def test_process_a_leaves_ctrl_c_and_sigterm_to_the_client() -> None:
+    tracker = FrameTracker(2)
+    tracker.start()
+    exits: list[str] = []
+    tracker.attach(asyncio.get_running_loop(), lambda _: None, exits.append)
+    try:
+        assert await tracker.wait_ready(30)
+        assert tracker.pid is not None
+        os.kill(tracker.pid, signal.SIGINT)
+        os.kill(tracker.pid, signal.SIGTERM)
+        await asyncio.sleep(0.5)
+        assert tracker.alive()
+        assert exits == []
+    finally:
+        tracker.close()
+    assert not tracker.alive()
+    assert exits == []  # a requested stop is not reported as a death
+
+
+async def test_wait_ready_gives_up_when_process_a_dies_first() -> None:
+    tracker = FrameTracker(2)
+    tracker.start()
+    try:
+        assert tracker.pid is not None
+        os.kill(tracker.pid, signal.SIGKILL)
+        started = time.monotonic()
+        assert not await tracker.wait_ready(60)
+        assert time.monotonic() - started < 30
+    finally:
+        tracker.close()

@@ -1,0 +1,41 @@
+"""A quiet Ctrl-C while a peer program starts, before its event loop takes SIGINT over.
+
+`python -m peers.server` spends its first second importing aiortc, PyAV and OpenCV; a Ctrl-C
+then would end in a KeyboardInterrupt traceback. The peers' modules import this module first
+(it imports nothing heavy); when a peer runs as a program (`python -m peers.server`,
+`python -m peers.client`, `rebound-server`, `rebound-client`), it installs an excepthook that
+turns an uncaught KeyboardInterrupt into a silent exit 130. Imported as a library (tests, the
+operator, a REPL) it changes nothing. Once the loop runs, `peers.cli.run` handles SIGINT.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from types import TracebackType
+
+EXIT_INTERRUPTED = 130
+PROGRAMS = frozenset({"peers.server", "peers.client"})
+SCRIPTS = frozenset({"rebound-server", "rebound-client"})
+
+_previous_hook = sys.excepthook
+
+
+def running_as_peer() -> bool:
+    """True when the interpreter is running one of the peer programs."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name in PROGRAMS:
+        return True
+    return bool(sys.argv) and os.path.basename(sys.argv[0]) in SCRIPTS
+
+
+def _quiet_interrupt(
+    kind: type[BaseException], value: BaseException, traceback: TracebackType | None
+) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        os._exit(EXIT_INTERRUPTED)  # nothing to clean up yet; no traceback, no atexit noise
+    _previous_hook(kind, value, traceback)
+
+
+if running_as_peer():
+    sys.excepthook = _quiet_interrupt
