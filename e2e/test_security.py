@@ -137,3 +137,67 @@ def test_server_side_apply_twice_then_diff_shows_nothing() -> None:
         "diff", "--server-side", "--field-manager=rebound-gitops", "-k", str(overlay), check=False
     )
     assert diff.returncode == 0 and not diff.stdout.strip(), diff.stdout + diff.stderr
+
+
+def test_a_namespaced_install_without_any_cluster_role_runs_a_session(
+    sessions: list[str],
+) -> None:
+    """manifests/overlays/namespaced: a Role in rebound-sessions, no ClusterRole at all.
+    Runs last: it swaps the install and puts the original back."""
+    if not process_node():
+        pytest.skip("swaps the operator's install; run on the local cluster (make e2e-local)")
+    overlays = REPO / "manifests" / "overlays"
+    operator_ns = ["-n", "rebound-system"]
+    try:
+        kubectl(
+            "delete",
+            "clusterrolebinding",
+            "rebound-operator",
+            "clusterrole",
+            "rebound-operator",
+            check=False,
+        )
+        kubectl("apply", "-k", str(overlays / "namespaced"))
+        kubectl(*operator_ns, "rollout", "restart", "deployment/rebound-operator")
+        kubectl(
+            *operator_ns,
+            "rollout",
+            "status",
+            "deployment/rebound-operator",
+            "--timeout=180s",
+            timeout=200,
+        )
+        bindings = kubectl("get", "clusterrolebindings", "-o", "name").stdout
+        assert "rebound-operator" not in bindings
+        assert not can_i_operator("list", "pods", "default")
+        assert can_i_operator("create", "pods", NS)
+        name = new_name("scoped")
+        sessions.append(name)
+        assert apply(session_yaml(name, "{frames: 90}")).returncode == 0
+        phase_is(name, "Succeeded", 240)
+    finally:
+        kubectl("apply", "-k", str(overlays / ("local" if process_node() else "kind")))
+        kubectl(*operator_ns, "rollout", "restart", "deployment/rebound-operator")
+        kubectl(
+            *operator_ns,
+            "rollout",
+            "status",
+            "deployment/rebound-operator",
+            "--timeout=180s",
+            timeout=200,
+        )
+
+
+def can_i_operator(verb: str, resource: str, namespace: str) -> bool:
+    """What the operator's ServiceAccount may do, asked of the API server."""
+    result = kubectl(
+        "auth",
+        "can-i",
+        verb,
+        resource,
+        "-n",
+        namespace,
+        "--as=system:serviceaccount:rebound-system:rebound-operator",
+        check=False,
+    )
+    return result.stdout.strip() == "yes"
