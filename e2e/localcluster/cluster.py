@@ -127,6 +127,11 @@ def up(layout: Layout, log: Log, *, install: bool = True) -> None:
         raise ClusterError(f"build: {exc}") from None
     if controlplane.alive(controlplane.read_pid(layout, "kube-apiserver")):
         raise ClusterError("a local cluster is already running (make cluster-down first)")
+    if network.pids_in(layout.control_plane_netns):
+        raise ClusterError(
+            f"another local cluster runs in network namespace {layout.control_plane_netns} "
+            "(another checkout?): run `make cluster-down` there first"
+        )
     controlplane.stop(layout, lambda _: None)  # leftovers of an earlier failed run
     layout.state.mkdir(parents=True, exist_ok=True)
     try:
