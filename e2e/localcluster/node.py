@@ -51,6 +51,11 @@ def base_prefix(venv: Path) -> Path:
     return venv
 
 
+def runtime_paths(venv: Path) -> list[str]:
+    """What every pod runs from: the repository, its virtualenv and the interpreter."""
+    return sorted({str(REPO), str(venv.resolve()), str(base_prefix(venv).resolve())})
+
+
 class Addresses:
     """Pod addresses from the layout's range, lowest free first."""
 
@@ -148,6 +153,7 @@ class ProcessNode:
             addresses=Addresses(layout),
             service=ServiceEndpoint(layout.api_ip, layout.api_port),
             reveal=reveal_plan([base_prefix(venv), REPO]),
+            keep=runtime_paths(venv),
         )
         self.workers: dict[str, PodWorker] = {}
         self.tasks: set[asyncio.Task[None]] = set()

@@ -74,6 +74,8 @@ class NodeContext:
     python: str = sys.executable
     reveal: dict[str, list[str]] = field(default_factory=dict)
     """Closed folders the pods' interpreter lives in (see `sandbox.reveal_plan`)."""
+    keep: list[str] = field(default_factory=list)
+    """Paths every pod must see whatever it mounts (see `sandbox.shadowed_paths`)."""
     log_files: dict[tuple[str, str, str], list[Path]] = field(default_factory=dict)
     """(namespace, pod, container) -> log files, oldest first (for `kubectl logs`)."""
 
@@ -243,6 +245,7 @@ class PodWorker:
             "netns": str(network.netns_path(self.netns)),
             "hostname": self.name,
             "reveal": self.ctx.reveal,
+            "keep": self.ctx.keep,
             "mounts": [
                 [str(self.folder / "volumes" / name), path, read_only]
                 for name, path, read_only in container_plan.mounts

@@ -90,6 +90,18 @@ def _reveal(plan: dict[str, list[str]]) -> None:
             os.close(fd)
 
 
+def shadowed_paths(keep: Iterable[str], targets: Iterable[str]) -> list[str]:
+    """The paths of `keep` (the repository, the virtualenv, the interpreter) that a volume
+    mounted at one of `targets` would hide: a checkout under /tmp must stay visible in a pod
+    that mounts an emptyDir at /tmp."""
+    mounted = [Path(target) for target in targets]
+    return [
+        path
+        for path in keep
+        if any(Path(path) == target or target in Path(path).parents for target in mounted)
+    ]
+
+
 def enter(spec: dict[str, Any]) -> None:
     """Apply the namespaces, mounts and identity of `spec` to this process."""
     netns = spec.get("netns")
@@ -108,11 +120,17 @@ def enter(spec: dict[str, Any]) -> None:
     mounts = spec.get("mounts", [])
     # Open every source first: a mount on /tmp must not hide a source under /tmp.
     sources = [os.open(source, os.O_PATH) for source, _, _ in mounts]
+    shadowed = shadowed_paths(spec.get("keep") or [], [target for _, target, _ in mounts])
+    kept = [os.open(path, os.O_PATH | os.O_DIRECTORY) for path in shadowed]
     for fd, (_, target, read_only) in zip(sources, mounts, strict=True):
         Path(target).mkdir(parents=True, exist_ok=True)
         _mount(f"/proc/self/fd/{fd}", target, MS_BIND | MS_REC)
         if read_only:
             _mount(None, target, MS_BIND | MS_REMOUNT | MS_RDONLY)
+        os.close(fd)
+    for fd, path in zip(kept, shadowed, strict=True):
+        Path(path).mkdir(parents=True, exist_ok=True)
+        _mount(f"/proc/self/fd/{fd}", path, MS_BIND | MS_REC)
         os.close(fd)
     os.setgroups([int(g) for g in spec.get("groups", [])])
     os.setgid(int(spec["gid"]))

@@ -24,3 +24,12 @@ def test_the_pod_range_ends_before_the_broadcast_address() -> None:
     assert layout.pod_ip(253) == "10.9.1.254"
     with pytest.raises(ValueError, match="exhausted"):
         layout.pod_ip(254)
+
+
+def test_a_volume_over_the_checkout_is_detected() -> None:
+    from localcluster.sandbox import shadowed_paths
+
+    keep = ["/tmp/clone", "/tmp/clone/.venv", "/usr/lib/python3"]
+    assert shadowed_paths(keep, ["/tmp"]) == ["/tmp/clone", "/tmp/clone/.venv"]
+    assert shadowed_paths(keep, ["/tmp/clone"]) == ["/tmp/clone", "/tmp/clone/.venv"]
+    assert shadowed_paths(keep, ["/tmp/other", "/var/run/secrets"]) == []

@@ -15,7 +15,7 @@ import pytest
 from localcluster import network
 from localcluster.images import ImageCatalog
 from localcluster.layout import REPO, Layout
-from localcluster.node import Addresses, base_prefix
+from localcluster.node import Addresses, base_prefix, runtime_paths
 from localcluster.pods import NodeContext, PodWorker
 from localcluster.podspec import ServiceEndpoint
 from localcluster.sandbox import reveal_plan
@@ -61,6 +61,7 @@ def ctx(tmp_path: Path) -> Any:
         addresses=Addresses(layout),
         service=ServiceEndpoint("10.251.0.2", 6443),
         reveal=reveal_plan([base_prefix(VENV), REPO]),
+        keep=runtime_paths(VENV),
     )
     yield context
     for name in network.list_netns("rbt-"):
@@ -235,3 +236,17 @@ async def test_an_unknown_image_cannot_be_pulled(ctx: NodeContext) -> None:
     assert "ErrImagePull" in reasons and "ImagePullBackOff" in reasons
     worker.update({**pod, "metadata": {**pod["metadata"], "deletionTimestamp": "now"}})
     await asyncio.wait_for(task, 10)
+
+
+async def test_the_repository_stays_visible_under_a_volume_mounted_over_it(
+    ctx: NodeContext,
+) -> None:
+    # CI may clone the project under /tmp, where every pod mounts an emptyDir.
+    pod = a_pod("import sys; print('ran', sys.prefix)", "u7")
+    container = pod["spec"]["containers"][0]
+    container["volumeMounts"].append({"name": "cover", "mountPath": str(REPO.parent)})
+    pod["spec"]["volumes"].append({"name": "cover", "emptyDir": {}})
+    await asyncio.wait_for(run_to_end(ctx, pod), 60)
+    phase, _ = last_state(ctx.api)  # type: ignore[arg-type]
+    assert phase == "Succeeded", log_text(ctx, pod)
+    assert "ran" in log_text(ctx, pod)
