@@ -20,4 +20,9 @@ trap 'make cluster-down >/dev/null 2>&1 || true' EXIT
 start=$(date +%s)
 make cluster-up || { tail -n 30 .cluster/logs/*.log 2>/dev/null; exit 1; }
 echo "cluster-up took $(( $(date +%s) - start )) s"
-make e2e-local
+if ! make e2e-local; then
+  echo "== local-cluster tier failed: the process node's and the operator's last log lines" >&2
+  tail -n 60 .cluster/logs/process-node.log >&2
+  cat .cluster/pods/logs/rebound-system_rebound-operator-*.log 2>/dev/null | grep -v '"severity": "info"' | tail -n 40 >&2
+  exit 1
+fi

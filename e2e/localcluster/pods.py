@@ -26,6 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
 from localcluster import network
 from localcluster.images import ImageCatalog
 from localcluster.layout import Layout
@@ -49,6 +52,8 @@ from localcluster.volumes import materialise
 log = logging.getLogger("localcluster.node")
 
 CONFIG_RETRY_S = 5.0
+TRANSIENT_RETRY_S = 1.0
+NETNS_ATTEMPTS = 3
 BACKOFF_INITIAL_S = 10.0
 BACKOFF_MAX_S = 300.0
 DEFAULT_GRACE_S = 30
@@ -196,7 +201,17 @@ class PodWorker:
             await self._final_delete()
             return
         self.address = self.ctx.addresses.take()
-        await asyncio.to_thread(network.create_netns, self.netns, self.address, self.ctx.layout)
+        for attempt in range(NETNS_ATTEMPTS):
+            try:
+                await asyncio.to_thread(
+                    network.create_netns, self.netns, self.address, self.ctx.layout
+                )
+                break
+            except network.NetworkError as exc:
+                log.warning("%s/%s: network namespace: %s", self.namespace, self.name, exc)
+                if attempt == NETNS_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(TRANSIENT_RETRY_S)
         await self._run_container(container_plan)
 
     async def _prepare(self) -> ContainerPlan | None:
@@ -221,6 +236,12 @@ class PodWorker:
                 self._set(waiting("CreateContainerConfigError", str(exc)))
                 await self._report("Pending")
                 await self._wait_change(CONFIG_RETRY_S)
+            except (ApiException, HTTPError, OSError) as exc:
+                # A kubelet keeps the pod ContainerCreating and retries (FailedMount).
+                log.warning("%s/%s: preparing volumes: %s", self.namespace, self.name, exc)
+                self._set(waiting("ContainerCreating", f"preparing volumes: {exc}"[:200]))
+                await self._report("Pending")
+                await self._wait_change(TRANSIENT_RETRY_S)
         return None
 
     def _materialise(self, config: Any) -> ContainerPlan:
