@@ -595,8 +595,13 @@ def test_a_re_created_session_waits_for_the_old_children_to_go(
         ),
         what="the new session's children",
     )
-    assert cluster.status("oscar")["phase"] == "Pending"
-    assert cluster.status("oscar")["reason"] == "PodsPending"
+    # The status is written after the children, so it may trail them by a moment.
+    status = wait_for(
+        lambda: cluster.status("oscar").get("reason") != "WaitingForCleanup"
+        and cluster.status("oscar"),
+        what="the status to move on from WaitingForCleanup",
+    )
+    assert (status["phase"], status["reason"]) == ("Pending", "PodsPending")
 
 
 def test_a_terminating_pod_is_waited_for_not_a_conflict(
