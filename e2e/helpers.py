@@ -81,12 +81,31 @@ def session_pods(name: str) -> list[dict[str, Any]]:
     return list(kubectl_json("-n", NS, "get", "pods", "-l", f"rebound.dev/session={name}")["items"])
 
 
+def session_event_reasons(name: str) -> list[str]:
+    """The reasons of the Events about one BallSession, oldest first."""
+    events = kubectl_json(
+        "-n",
+        NS,
+        "get",
+        "events",
+        "--field-selector",
+        f"involvedObject.kind=BallSession,involvedObject.name={name}",
+        "--sort-by=.metadata.creationTimestamp",
+    )["items"]
+    return [str(e.get("reason")) for e in events]
+
+
+def operator_log(tail: int = 2000) -> str:
+    """The running operator pod's log (its last `tail` lines)."""
+    return kubectl(
+        "-n", OPERATOR_NS, "logs", "deploy/rebound-operator", f"--tail={tail}", check=False
+    ).stdout
+
+
 def dump(name: str) -> str:
     """Operator logs, the session, events and peer logs: printed when a test fails."""
     parts = [
-        kubectl(
-            "-n", OPERATOR_NS, "logs", "deploy/rebound-operator", "--tail=200", check=False
-        ).stdout,
+        operator_log(tail=200),
         kubectl("-n", NS, "describe", "ballsession", name, check=False).stdout,
         kubectl("-n", NS, "get", "events", "--sort-by=.lastTimestamp", check=False).stdout,
         kubectl("-n", NS, "get", "pods", "-o", "wide", check=False).stdout,

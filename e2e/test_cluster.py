@@ -18,9 +18,11 @@ from helpers import (
     dump,
     kill_container,
     kubectl,
+    operator_log,
     phase_is,
     process_alive,
     process_node,
+    session_event_reasons,
     session_pods,
     session_yaml,
     status_of,
@@ -58,6 +60,15 @@ def test_a_session_succeeds_with_metrics_in_every_column(sessions: list[str]) ->
     assert "MEAN ERR" in header.upper()
     assert "<none>" not in row, f"a printer column is empty:\n{table}"
     assert row.split()[0] == name and "Succeeded" in row
+    # `kubectl describe` and the operator's log tell what happened, not every watch event.
+    deadline = time.monotonic() + 30
+    while "Completed" not in (reasons := session_event_reasons(name)):
+        assert time.monotonic() < deadline, f"no Completed Event, only {reasons}"
+        time.sleep(1)
+    assert "Created" in reasons and "Logging" not in reasons, reasons
+    log = operator_log()
+    assert f"BallSession {NS}/{name}: Completed: " in log, log[-3000:]
+    assert "Handler 'peer_pod_changed' succeeded." not in log, log[-3000:]
 
 
 def test_admission_refuses_invalid_unknown_and_edited_specs(sessions: list[str]) -> None:

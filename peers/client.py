@@ -30,6 +30,7 @@ from peers.session import (
     channel_opens,
     exception_proof,
     first_of,
+    link_failure,
     new_peer_connection,
     one_line,
     prepare,
@@ -252,16 +253,8 @@ class Client:
         """Why the session cannot go on, or None."""
         if self.process_a_died.is_set():
             return f"process_a (pid {self.tracker.pid}) died ({self.process_a_exit})"
-        if self.server_abort.is_set():
-            return f"the server aborted the session ({self.abort_reason})"
-        if self.lost.is_set() or self.channel.closed.is_set():
-            return "the server disconnected before the session ended"
-        if self.channel.silent():
-            return (
-                f"the server went silent (no data-channel message for "
-                f"{self.channel.silence.limit_s:g} s)"
-            )
-        return None
+        aborted = self.abort_reason if self.server_abort.is_set() else None
+        return link_failure("server", self.channel, self.lost, aborted)
 
     async def _watch(self, until: tuple[asyncio.Event, ...], seconds: float | None) -> str | None:
         """Track and report until an event in `until` is set, a failure, or `seconds` pass."""

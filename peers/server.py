@@ -35,6 +35,7 @@ from peers.session import (
     channel_opens,
     exception_proof,
     first_of,
+    link_failure,
     new_peer_connection,
     one_line,
     prepare,
@@ -283,16 +284,8 @@ class Server:
 
     def _failure(self) -> str | None:
         """Why the session cannot go on, or None."""
-        if self.client_abort.is_set():
-            return f"the client aborted the session ({self.abort_reason})"
-        if self.lost.is_set() or self.channel.closed.is_set():
-            return "the client disconnected before the session ended"
-        if self.channel.silent():
-            return (
-                f"the client went silent (no data-channel message for "
-                f"{self.channel.silence.limit_s:g} s)"
-            )
-        return None
+        aborted = self.abort_reason if self.client_abort.is_set() else None
+        return link_failure("client", self.channel, self.lost, aborted)
 
     async def _watch(self, until: tuple[asyncio.Event, ...], seconds: float | None) -> str | None:
         """Stream and report until an event in `until` is set, a failure, or `seconds` pass."""

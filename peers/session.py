@@ -10,13 +10,16 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiortc import RTCPeerConnection
 
 from peers import cli, sctp_guard
 from peers.config import IceServer
 from peers.signaling.base import Signaling, SignalingError
+
+if TYPE_CHECKING:
+    from peers.channel import PeerChannel
 
 log = logging.getLogger("rebound.session")
 
@@ -141,6 +144,23 @@ async def channel_opens(opened: asyncio.Event, stop: asyncio.Event) -> None:
             f"the data channel did not open within {CHANNEL_OPEN_TIMEOUT_S:g} s of connecting"
         ),
     )
+
+
+def link_failure(
+    other: str, channel: PeerChannel, lost: asyncio.Event, abort_reason: str | None
+) -> str | None:
+    """Why the link to the `other` peer ("client"/"server") cannot go on, or None: it
+    aborted (`abort_reason` not None), the connection or data channel closed, or the
+    channel went silent."""
+    if abort_reason is not None:
+        return f"the {other} aborted the session ({abort_reason})"
+    if lost.is_set() or channel.closed.is_set():
+        return f"the {other} disconnected before the session ended"
+    if channel.silent():
+        return (
+            f"the {other} went silent (no data-channel message for {channel.silence.limit_s:g} s)"
+        )
+    return None
 
 
 async def watch(

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from rebound_operator import __version__
+from rebound_operator.logs import quiet_routine_successes
 from rebound_operator.settings import (
     DEFAULT_PEER_IMAGE,
     MAX_PENDING_TIMEOUT,
@@ -133,7 +134,8 @@ def build_parser() -> OperatorArgumentParser:
         "-v",
         action="store_true",
         default=None,
-        help="debug logging (default off; env REBOUND_VERBOSE)",
+        help="debug logging, and a line for every handled watch event (default off; env "
+        "REBOUND_VERBOSE)",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
@@ -189,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         kopf.configure(verbose=settings.verbose, log_format=kopf.LogFormat.JSON)
     else:
         kopf.configure(verbose=settings.verbose, log_format=kopf.LogFormat.FULL, log_prefix=True)
+    quiet_routine_successes(settings.verbose)
     import rebound_operator.handlers  # noqa: F401  (registers the handlers)
 
     kopf.run(

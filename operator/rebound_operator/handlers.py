@@ -53,6 +53,7 @@ from rebound_operator.lifecycle import (
     still_running,
     waiting_status,
 )
+from rebound_operator.logs import event_level
 from rebound_operator.settings import OperatorSettings
 from rebound_operator.spec import BallSessionSpec, InvalidSpec, parse_spec
 from rebound_operator.text import MAX_MESSAGE, one_line, seconds
@@ -121,7 +122,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
     )
     settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/finalizer"
-    settings.posting.level = logging.INFO
+    # Only warnings and errors of handlers become Events ("Logging"); at INFO every Pod and
+    # ConfigMap event would post one. The operator's own Events are posted explicitly.
+    settings.posting.level = logging.WARNING
     # Watches otherwise stop silently after hours (kopf #585, #614).
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
@@ -177,7 +180,12 @@ def _key(body: Mapping[str, Any]) -> Key:
 
 
 def _post(body: Mapping[str, Any], event: Event) -> None:
+    """Post `event` about the session, and log it: the operator's log follows its Events."""
     message = one_line(event.message, MAX_MESSAGE)
+    namespace, name, _ = _key(body)
+    logger.log(
+        event_level(event.type), "BallSession %s/%s: %s: %s", namespace, name, event.reason, message
+    )
     kopf.event(cast(kopf.Body, body), type=event.type, reason=event.reason, message=message)
 
 

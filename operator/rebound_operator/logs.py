@@ -1,0 +1,44 @@
+"""The operator's log: one line per thing that happened to a session, not per watch event.
+
+kopf logs "Handler 'x' succeeded." at INFO for every Pod and ConfigMap event the operator
+follows (several per second per running session). Without --verbose those lines are dropped;
+handler retries, warnings and errors stay, and every Event the operator posts is also logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+KOPF_OBJECT_LOGGER = "kopf.objects"
+_ROUTINE_SUCCESS = re.compile(r"Handler '[^']+' succeeded\.")
+
+
+def is_routine_success(record: logging.LogRecord) -> bool:
+    """kopf's INFO line saying that a handler succeeded (nothing changed that needs a line)."""
+    return (
+        record.levelno == logging.INFO
+        and isinstance(record.msg, str)
+        and _ROUTINE_SUCCESS.fullmatch(record.msg) is not None
+    )
+
+
+class DropRoutineSuccesses(logging.Filter):
+    """A logging filter that drops kopf's per-event "Handler 'x' succeeded." lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not is_routine_success(record)
+
+
+def quiet_routine_successes(verbose: bool) -> None:
+    """Unless `verbose`, drop kopf's per-event handler-success lines (see the module doc)."""
+    if verbose:
+        return
+    kopf_objects = logging.getLogger(KOPF_OBJECT_LOGGER)
+    if not any(isinstance(f, DropRoutineSuccesses) for f in kopf_objects.filters):
+        kopf_objects.addFilter(DropRoutineSuccesses())
+
+
+def event_level(event_type: str) -> int:
+    """The log level of a posted Kubernetes Event: WARNING for "Warning", else INFO."""
+    return logging.WARNING if event_type == "Warning" else logging.INFO
