@@ -369,6 +369,21 @@ def test_a_second_operator_adopts_instead_of_duplicating(
         for r, objs in cluster.children("foxtrot").items()
     }
     posts = cluster.creations("v1/pods", "foxtrot-server")
+    reads = len(cluster.requests(kmock.action.FETCH, "v1/pods", "foxtrot-client"))
+    patches = len(cluster.requests(kmock.action.UPDATE, "rebound.dev/v1alpha1/ballsessions"))
+
+    def settled() -> bool:
+        """The second operator is done with foxtrot: it patched a status (as a wrong
+        ChildConflict would), or it tried to create the client pod and then read it twice
+        (the 409's holder, then the observation)."""
+        if (
+            len(cluster.requests(kmock.action.UPDATE, "rebound.dev/v1alpha1/ballsessions"))
+            > patches
+        ):
+            return True
+        read = len(cluster.requests(kmock.action.FETCH, "v1/pods", "foxtrot-client"))
+        return cluster.creations("v1/pods", "foxtrot-client") > posts and read >= reads + 2
+
     # A second operator (as after a restart) resumes the unfinished session: every create
     # answers 409, and the children it finds are this session's, so nothing changes.
     kubeconfig = cluster.write_kubeconfig(tmp_path / "config")
@@ -378,10 +393,7 @@ def test_a_second_operator_adopts_instead_of_duplicating(
     with pytest.MonkeyPatch.context() as patch:
         use_kubeconfig(patch, kubeconfig)
         with KopfRunner(args, timeout=30, settings=settings) as second:
-            wait_for(
-                lambda: cluster.creations("v1/pods", "foxtrot-client") > posts,
-                what="the second operator to resume foxtrot",
-            )
+            wait_for(settled, what="the second operator to resume foxtrot")
     assert second.exception is None, second.output
     after = {
         r: sorted(o["metadata"]["uid"] for o in objs)
@@ -597,8 +609,9 @@ def test_a_re_created_session_waits_for_the_old_children_to_go(
     )
     # The status is written after the children, so it may trail them by a moment.
     status = wait_for(
-        lambda: cluster.status("oscar").get("reason") != "WaitingForCleanup"
-        and cluster.status("oscar"),
+        lambda: (
+            cluster.status("oscar").get("reason") != "WaitingForCleanup" and cluster.status("oscar")
+        ),
         what="the status to move on from WaitingForCleanup",
     )
     assert (status["phase"], status["reason"]) == ("Pending", "PodsPending")
