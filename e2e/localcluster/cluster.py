@@ -132,7 +132,7 @@ def up(layout: Layout, log: Log, *, install: bool = True) -> None:
             f"another local cluster runs in network namespace {layout.control_plane_netns} "
             "(another checkout?): run `make cluster-down` there first"
         )
-    controlplane.stop(layout, lambda _: None)  # leftovers of an earlier failed run
+    clear_leftovers(layout, log)
     layout.state.mkdir(parents=True, exist_ok=True)
     try:
         creds = controlplane.make_credentials(layout)
@@ -144,6 +144,16 @@ def up(layout: Layout, log: Log, *, install: bool = True) -> None:
         controlplane.stop(layout, lambda _: None)
         raise
     log(f"local cluster up in {time.monotonic() - started:.0f} s")
+
+
+def clear_leftovers(layout: Layout, log: Log) -> None:
+    """Before an `up`: stop and remove whatever an earlier run that did not end with
+    `down` (a failure, a kill, a reboot) left behind, so every cluster starts empty:
+    an old etcd would bring back old pods, sessions and a stale operator."""
+    controlplane.stop(layout, lambda _: None)
+    if layout.state.exists():
+        shutil.rmtree(layout.state)
+        log(f"removed {layout.state}, left by an earlier run that did not end with cluster-down")
 
 
 def down(layout: Layout, log: Log) -> None:
