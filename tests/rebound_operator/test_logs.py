@@ -6,7 +6,6 @@ import logging
 from collections.abc import Iterator
 
 import pytest
-
 from rebound_operator.logs import (
     KOPF_OBJECT_LOGGER,
     DropRoutineSuccesses,
