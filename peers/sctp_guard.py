@@ -9,7 +9,7 @@ transport: media and data channel die together, and one message has ended the se
 
 Why a patch and not a subclass: `RTCPeerConnection` builds its `RTCSctpTransport` itself, with
 no hook to substitute a class, so a subclass would need a patch of the connection anyway.
-`install()` therefore wraps exactly three members of the class, once per process, and leaves
+`install()` therefore wraps exactly four members of the class, once per process, and leaves
 aiortc's behaviour unchanged for every message that would not have raised:
 
 - `_data_channel_receive`: a user message (PPID 51 or 53) longer than `MAX_MESSAGE_BYTES` is
@@ -26,6 +26,17 @@ aiortc's behaviour unchanged for every message that would not have raised:
   all, and after one congestion window the data channel stalls for good while media still
   flows. A late duplicate INIT (or a hostile one) must not do that; aiortc cannot restart an
   association anyway.
+- `_receive_data_chunk`: what aiortc holds for reassembly is bounded. aiortc advertises a
+  1 MiB receive window but never enforces it: a peer that sends fragments without a last
+  one, or chunks beyond a gap that it never fills, makes it buffer without limit. A DATA
+  chunk is dropped (not marked received, counted) when it carries no user data
+  (`sctp_empty_data`, RFC 4960 6.2), opens a stream beyond `MAX_STREAMS`
+  (`sctp_too_many_streams`), or would take the held data past `MAX_HELD_BYTES` or
+  `MAX_HELD_CHUNKS` (`sctp_over_window`). To make room for a chunk that fills a gap, the
+  highest out-of-order chunk held is given up first, as RFC 4960 6.2 describes (the
+  sender retransmits it). A conforming peer never reaches these bounds: our messages are
+  at most `MAX_MESSAGE_BYTES`, one chunk each, and are delivered as soon as they arrive in
+  order.
 """
 
 from __future__ import annotations
@@ -38,10 +49,12 @@ from aiortc.rtcsctptransport import (
     WEBRTC_BINARY,
     WEBRTC_STRING,
     Chunk,
+    DataChunk,
     InitChunk,
     RTCSctpCapabilities,
     RTCSctpTransport,
 )
+from aiortc.utils import uint32_gt
 
 from peers.protocol import MAX_MESSAGE_BYTES
 
@@ -50,8 +63,16 @@ log = logging.getLogger("rebound.sctp")
 dropped: Counter[str] = Counter()
 """Messages dropped because aiortc (or a handler) raised on them, by exception name."""
 
+MAX_HELD_BYTES = 1024 * 1024
+"""User data held for reassembly at most: the receive window aiortc advertises."""
+MAX_HELD_CHUNKS = 2048
+"""DATA chunks held for reassembly at most (each costs far more memory than its bytes)."""
+MAX_STREAMS = 16
+"""Inbound SCTP streams at most; the session uses one data channel (one stream)."""
+
 _original_receive = RTCSctpTransport._data_channel_receive
 _original_receive_chunk = RTCSctpTransport._receive_chunk
+_original_receive_data_chunk = RTCSctpTransport._receive_data_chunk
 
 
 def _is_utf8(data: bytes) -> bool:
@@ -89,6 +110,63 @@ async def _guarded_receive_chunk(self: RTCSctpTransport, chunk: Chunk) -> None:
     await _original_receive_chunk(self, chunk)
 
 
+def _held(transport: RTCSctpTransport) -> tuple[int, int]:
+    """(bytes, chunks) that `transport` holds for reassembly."""
+    chunks = [c for stream in transport._inbound_streams.values() for c in stream.reassembly]
+    return sum(len(c.user_data) for c in chunks), len(chunks)
+
+
+def _give_up_highest_out_of_order(transport: RTCSctpTransport, below: int) -> bool:
+    """Forget the highest-TSN chunk held beyond a gap if its TSN is above `below`, as if it
+    had been lost (the sender retransmits it); False when there is none."""
+    last = transport._last_received_tsn
+    if last is None:
+        return False
+    highest: tuple[DataChunk, list[DataChunk]] | None = None
+    for stream in transport._inbound_streams.values():
+        for chunk in stream.reassembly:
+            beyond_gap = uint32_gt(chunk.tsn, last)
+            if beyond_gap and (highest is None or uint32_gt(chunk.tsn, highest[0].tsn)):
+                highest = (chunk, stream.reassembly)
+    if highest is None or not uint32_gt(highest[0].tsn, below):
+        return False
+    chunk, reassembly = highest
+    reassembly.remove(chunk)
+    transport._sack_misordered.discard(chunk.tsn)
+    transport._advertised_rwnd += len(chunk.user_data)
+    return True
+
+
+def refusal(transport: RTCSctpTransport, chunk: DataChunk) -> str | None:
+    """Why `chunk` must not be held by `transport` (a `dropped` key), or None to accept it.
+
+    May give up out-of-order chunks to make room for it (see the module's docstring)."""
+    last = transport._last_received_tsn
+    if last is None or not uint32_gt(chunk.tsn, last) or chunk.tsn in transport._sack_misordered:
+        return None  # no association yet, or a duplicate that aiortc only acknowledges again
+    if not chunk.user_data:
+        return "sctp_empty_data"
+    streams = transport._inbound_streams
+    if chunk.stream_id not in streams and len(streams) >= MAX_STREAMS:
+        return "sctp_too_many_streams"
+    while True:
+        held_bytes, held_chunks = _held(transport)
+        fits = held_bytes + len(chunk.user_data) <= MAX_HELD_BYTES
+        if fits and held_chunks < MAX_HELD_CHUNKS:
+            return None
+        if not _give_up_highest_out_of_order(transport, below=chunk.tsn):
+            return "sctp_over_window"
+
+
+async def _guarded_receive_data_chunk(self: RTCSctpTransport, chunk: DataChunk) -> None:
+    why = refusal(self, chunk)
+    if why is None:
+        await _original_receive_data_chunk(self, chunk)
+        return
+    self._sack_needed = True  # the sender learns our (full) window
+    dropped[why] += 1
+
+
 def _capabilities(cls: Any) -> RTCSctpCapabilities:
     return RTCSctpCapabilities(maxMessageSize=MAX_MESSAGE_BYTES)
 
@@ -97,6 +175,7 @@ def install() -> None:
     """Guard every RTCSctpTransport of this process (idempotent)."""
     RTCSctpTransport._data_channel_receive = _guarded_receive  # type: ignore[method-assign]
     RTCSctpTransport._receive_chunk = _guarded_receive_chunk  # type: ignore[method-assign]
+    RTCSctpTransport._receive_data_chunk = _guarded_receive_data_chunk  # type: ignore[method-assign]
     RTCSctpTransport.getCapabilities = classmethod(_capabilities)  # type: ignore[method-assign,assignment]
 
 

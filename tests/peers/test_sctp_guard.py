@@ -9,7 +9,16 @@ from dataclasses import dataclass
 
 import pytest
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection
-from aiortc.rtcsctptransport import WEBRTC_BINARY, WEBRTC_DCEP, WEBRTC_STRING, InitChunk
+from aiortc.rtcsctptransport import (
+    SCTP_DATA_FIRST_FRAG,
+    SCTP_DATA_LAST_FRAG,
+    WEBRTC_BINARY,
+    WEBRTC_DCEP,
+    WEBRTC_STRING,
+    DataChunk,
+    InitChunk,
+    RTCSctpTransport,
+)
 
 from peers import protocol, sctp_guard
 
@@ -138,3 +147,69 @@ async def test_a_late_init_does_not_wedge_an_established_association(pair: Pair)
     await until(lambda: len(received) == 308, timeout=20)
     await until(lambda: sender._flight_size == 0)
     assert sctp_guard.dropped["late_init"] == before + 1
+
+
+def data_chunk(tsn: int, stream_id: int, seq: int, data: bytes, flags: int) -> DataChunk:
+    """A DATA chunk as a hostile peer can put on the wire."""
+    chunk = DataChunk(flags=flags)
+    chunk.tsn, chunk.stream_id, chunk.stream_seq = tsn % 2**32, stream_id, seq % 2**16
+    chunk.protocol, chunk.user_data = WEBRTC_STRING, data
+    return chunk
+
+
+def held(transport: RTCSctpTransport) -> tuple[int, int]:
+    """(bytes, chunks) the transport holds for reassembly."""
+    chunks = [c for s in transport._inbound_streams.values() for c in s.reassembly]
+    return sum(len(c.user_data) for c in chunks), len(chunks)
+
+
+async def test_a_message_that_never_ends_cannot_grow_the_receive_buffer(pair: Pair) -> None:
+    receiver = pair.local.transport
+    base = receiver._last_received_tsn
+    before = sctp_guard.dropped["sctp_over_window"]
+    for i in range(3000):  # 3 MB of fragments of one message whose last fragment never comes
+        flags = SCTP_DATA_FIRST_FRAG if i == 0 else 0
+        await receiver._receive_chunk(data_chunk(base + 1 + i, 9, 0, b"x" * 1000, flags))
+    held_bytes, _ = held(receiver)
+    assert held_bytes <= sctp_guard.MAX_HELD_BYTES
+    assert sctp_guard.dropped["sctp_over_window"] - before == 3000 - held_bytes // 1000
+    assert pair.offerer.connectionState == "connected"
+
+
+async def test_chunks_beyond_a_gap_are_bounded_and_the_gap_is_still_filled(pair: Pair) -> None:
+    receiver = pair.local.transport
+    received: list[object] = []
+    pair.local.on("message", received.append)
+    sid = pair.local.id
+    assert sid is not None
+    first_seq = receiver._get_inbound_stream(sid).sequence_number
+    base = receiver._last_received_tsn
+    before = sctp_guard.dropped["sctp_over_window"]
+    whole = SCTP_DATA_FIRST_FRAG | SCTP_DATA_LAST_FRAG
+    for i in range(3000):  # TSN base+1 is missing: every message waits for it
+        chunk = data_chunk(base + 2 + i, sid, first_seq + 1 + i, f'"m{i}"'.encode(), whole)
+        await receiver._receive_chunk(chunk)
+    assert held(receiver)[1] == sctp_guard.MAX_HELD_CHUNKS
+    assert sctp_guard.dropped["sctp_over_window"] - before == 3000 - sctp_guard.MAX_HELD_CHUNKS
+    assert received == []
+    # The missing chunk arrives: the highest one held is given up to make room for it.
+    await receiver._receive_chunk(data_chunk(base + 1, sid, first_seq, b'"gap"', whole))
+    await until(lambda: len(received) == sctp_guard.MAX_HELD_CHUNKS)
+    assert received[:3] == ['"gap"', '"m0"', '"m1"']
+    assert received[-1] == f'"m{sctp_guard.MAX_HELD_CHUNKS - 2}"'
+    assert held(receiver) == (0, 0)
+
+
+async def test_empty_chunks_and_a_flood_of_streams_are_dropped(pair: Pair) -> None:
+    receiver = pair.local.transport
+    base = receiver._last_received_tsn
+    before = dict(sctp_guard.dropped)
+    streams_before = len(receiver._inbound_streams)
+    whole = SCTP_DATA_FIRST_FRAG | SCTP_DATA_LAST_FRAG
+    await receiver._receive_chunk(data_chunk(base + 1, 9, 0, b"", whole))
+    assert sctp_guard.dropped["sctp_empty_data"] == before.get("sctp_empty_data", 0) + 1
+    for i in range(40):
+        await receiver._receive_chunk(data_chunk(base + 2 + i, 100 + i, 0, b'"x"', whole))
+    assert len(receiver._inbound_streams) == sctp_guard.MAX_STREAMS
+    refused = sctp_guard.dropped["sctp_too_many_streams"] - before.get("sctp_too_many_streams", 0)
+    assert refused == 40 - (sctp_guard.MAX_STREAMS - streams_before)
