@@ -102,6 +102,19 @@ def operator_log(tail: int = 2000) -> str:
     ).stdout
 
 
+def json_lines(text: str) -> list[dict[str, Any]]:
+    """The lines of `text` that are JSON objects, parsed (a JSON log, minus anything else)."""
+    parsed = []
+    for line in text.splitlines():
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            parsed.append(value)
+    return parsed
+
+
 def dump(name: str) -> str:
     """Operator logs, the session, events and peer logs: printed when a test fails."""
     parts = [

@@ -16,6 +16,7 @@ from helpers import (
     apply,
     container_id,
     dump,
+    json_lines,
     kill_container,
     kubectl,
     operator_log,
@@ -67,7 +68,12 @@ def test_a_session_succeeds_with_metrics_in_every_column(sessions: list[str]) ->
         time.sleep(1)
     assert "Created" in reasons and "Logging" not in reasons, reasons
     log = operator_log()
-    assert f"BallSession {NS}/{name}: Completed: " in log, log[-3000:]
+    about = [
+        str(line.get("message"))
+        for line in json_lines(log)  # the Deployment runs it with --log-format json
+        if (line.get("object") or {}).get("name") == name
+    ]
+    assert any(m.startswith("Completed: Succeeded: ") for m in about), about
     assert "Handler 'peer_pod_changed' succeeded." not in log, log[-3000:]
 
 

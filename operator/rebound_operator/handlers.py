@@ -53,7 +53,7 @@ from rebound_operator.lifecycle import (
     still_running,
     waiting_status,
 )
-from rebound_operator.logs import event_level
+from rebound_operator.logs import event_level, object_ref
 from rebound_operator.settings import OperatorSettings
 from rebound_operator.spec import BallSessionSpec, InvalidSpec, parse_spec
 from rebound_operator.text import MAX_MESSAGE, one_line, seconds
@@ -182,9 +182,12 @@ def _key(body: Mapping[str, Any]) -> Key:
 def _post(body: Mapping[str, Any], event: Event) -> None:
     """Post `event` about the session, and log it: the operator's log follows its Events."""
     message = one_line(event.message, MAX_MESSAGE)
-    namespace, name, _ = _key(body)
     logger.log(
-        event_level(event.type), "BallSession %s/%s: %s: %s", namespace, name, event.reason, message
+        event_level(event.type),
+        "%s: %s",
+        event.reason,
+        message,
+        extra={"k8s_ref": object_ref(body)},
     )
     kopf.event(cast(kopf.Body, body), type=event.type, reason=event.reason, message=message)
 

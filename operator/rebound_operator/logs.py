@@ -2,13 +2,17 @@
 
 kopf logs "Handler 'x' succeeded." at INFO for every Pod and ConfigMap event the operator
 follows (several per second per running session). Without --verbose those lines are dropped;
-handler retries, warnings and errors stay, and every Event the operator posts is also logged.
+handler retries, warnings and errors stay, and every Event the operator posts is also logged,
+about its object as kopf's own lines are (`[namespace/name]` prefix in plain format, the
+`object` field in JSON).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
+from typing import Any
 
 KOPF_OBJECT_LOGGER = "kopf.objects"
 _ROUTINE_SUCCESS = re.compile(r"Handler '[^']+' succeeded\.")
@@ -42,3 +46,15 @@ def quiet_routine_successes(verbose: bool) -> None:
 def event_level(event_type: str) -> int:
     """The log level of a posted Kubernetes Event: WARNING for "Warning", else INFO."""
     return logging.WARNING if event_type == "Warning" else logging.INFO
+
+
+def object_ref(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The `k8s_ref` log-record extra kopf's formatters read: who a line is about."""
+    meta = body.get("metadata") or {}
+    return {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "name": meta.get("name"),
+        "uid": meta.get("uid"),
+        "namespace": meta.get("namespace"),
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 
@@ -11,6 +12,7 @@ from rebound_operator.logs import (
     DropRoutineSuccesses,
     event_level,
     is_routine_success,
+    object_ref,
     quiet_routine_successes,
 )
 
@@ -63,3 +65,23 @@ def test_verbose_keeps_every_line(
 def test_warning_events_are_logged_as_warnings() -> None:
     assert event_level("Warning") == logging.WARNING
     assert event_level("Normal") == logging.INFO
+
+
+def test_a_sessions_line_names_its_object_in_both_log_formats() -> None:
+    from kopf._core.actions.loggers import LogFormat, make_formatter
+
+    body = {
+        "apiVersion": "rebound.dev/v1alpha1",
+        "kind": "BallSession",
+        "metadata": {"name": "demo", "namespace": "team-a", "uid": "u-1"},
+    }
+    args = ("Completed", "Succeeded: 150/150 frames matched")
+    line = logging.LogRecord("rebound_operator", logging.INFO, __file__, 1, "%s: %s", args, None)
+    line.k8s_ref = object_ref(body)
+    # as `python -m rebound_operator` configures kopf for --log-format plain and json
+    plain = make_formatter(LogFormat.FULL, log_prefix=True).format(line)
+    assert plain.endswith("[team-a/demo] Completed: Succeeded: 150/150 frames matched")
+    as_json = json.loads(make_formatter(LogFormat.JSON).format(line))
+    assert as_json["message"] == "Completed: Succeeded: 150/150 frames matched"
+    assert as_json["object"] == object_ref(body)
+    assert (as_json["object"]["kind"], as_json["object"]["name"]) == ("BallSession", "demo")
