@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -118,6 +119,76 @@ def test_restricted_pod_security_is_enforced_where_sessions_run(
         "-n", NS, "get", "pods", "-l", f"rebound.dev/session={running_sessions[0]}", "-o", "name"
     ).stdout.split()
     assert len(peers) == 2  # the operator's peer pods were admitted
+
+
+REACH_API_SERVER = (
+    "import os, socket, sys\n"
+    "env = os.environ\n"
+    "address = (env['KUBERNETES_SERVICE_HOST'], int(env['KUBERNETES_SERVICE_PORT']))\n"
+    "try:\n"
+    "    socket.create_connection(address, timeout=5).close()\n"
+    "except OSError as exc:\n"
+    "    sys.exit(f'cannot reach {address}: {exc}')\n"
+)
+
+
+def finished_phase(pod: str, timeout: float) -> str:
+    """The pod's phase once it is Succeeded or Failed (AssertionError after `timeout` s)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        phase = kubectl("-n", NS, "get", "pod", pod, "-o", "jsonpath={.status.phase}").stdout
+        if phase in ("Succeeded", "Failed"):
+            return phase
+        assert time.monotonic() < deadline, f"pod {pod} still {phase or 'unknown'}"
+        time.sleep(1)
+
+
+def probe_pod(name: str, labels: dict[str, str]) -> dict[str, object]:
+    """A restricted pod of the peer image that exits 0 if it can open a TCP connection to
+    the API server, 1 if not."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": NS, "labels": labels},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [
+                {
+                    "name": "probe",
+                    "image": "rebound-peer:0.1.0",
+                    "imagePullPolicy": "IfNotPresent",
+                    "command": ["python", "-c", REACH_API_SERVER],
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                }
+            ],
+        },
+    }
+
+
+def test_network_policies_are_enforced_for_peers() -> None:
+    """The default-deny policy (manifests/base/networkpolicy.yaml) selects every peer-labelled
+    pod: such a pod that no session's policy lets out cannot reach even the API server, while
+    the same pod unlabelled can."""
+    peer_labels = {"app.kubernetes.io/name": "rebound", "app.kubernetes.io/component": "peer"}
+    free, denied = new_name("free"), new_name("denied")
+    for name, labels in ((free, {}), (denied, peer_labels)):
+        created = kubectl(
+            "apply", "-f", "-", check=False, stdin=json.dumps(probe_pod(name, labels))
+        )
+        assert created.returncode == 0, created.stderr
+    try:
+        phase_of = {name: finished_phase(name, timeout=90) for name in (free, denied)}
+        logs = {name: kubectl("-n", NS, "logs", name, check=False).stdout for name in phase_of}
+        assert phase_of[free] == "Succeeded", logs[free]
+        assert phase_of[denied] == "Failed", logs[denied]
+        assert "cannot reach" in logs[denied]
+    finally:
+        kubectl("-n", NS, "delete", "pod", free, denied, "--wait=false", check=False)
 
 
 def test_server_side_apply_twice_then_diff_shows_nothing() -> None:

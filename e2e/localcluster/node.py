@@ -25,12 +25,14 @@ from typing import Any
 from aiohttp import web
 from kubernetes.client.exceptions import ApiException
 
+from localcluster import network
 from localcluster.build import KUBERNETES_VERSION
 from localcluster.images import ImageCatalog
 from localcluster.layout import NODE_NAME, REPO, Layout
 from localcluster.nodeapi import NodeApi
 from localcluster.pods import NodeContext, PodWorker
 from localcluster.podspec import ServiceEndpoint, now_stamp
+from localcluster.policies import LocalPod, PolicyEnforcer
 from localcluster.sandbox import reveal_plan
 
 log = logging.getLogger("localcluster.node")
@@ -156,6 +158,8 @@ class ProcessNode:
             keep=runtime_paths(venv),
         )
         self.workers: dict[str, PodWorker] = {}
+        self.policies = PolicyEnforcer(str(layout.kubeconfig), self._local_pods)
+        self.ctx.network_ready = self._network_ready
         self.tasks: set[asyncio.Task[None]] = set()
         self._events: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
         self._stopping = threading.Event()
@@ -168,6 +172,8 @@ class ProcessNode:
         loop = asyncio.get_running_loop()
         watcher = threading.Thread(target=self._watch, args=(loop,), name="pod-watch", daemon=True)
         watcher.start()
+        enforcer = threading.Thread(target=self.policies.run, name="policies", daemon=True)
+        enforcer.start()
         runner = await self._serve_logs()
         background = [
             asyncio.ensure_future(self._heartbeat(node_uid, manifest)),
@@ -176,10 +182,23 @@ class ProcessNode:
         log.info("node %s ready at %s", NODE_NAME, self.layout.host_ip)
         await stop.wait()
         self._stopping.set()
+        self.policies.stopping.set()
         for task in background:
             task.cancel()
         await asyncio.gather(*(w.shutdown() for w in list(self.workers.values())))
         await runner.cleanup()
+
+    def _local_pods(self) -> dict[str, tuple[LocalPod, dict[str, Any]]]:
+        """Pods with a network namespace on this node (for NetworkPolicy enforcement)."""
+        return {
+            uid: (LocalPod(uid, worker.netns, worker.address), worker.pod)
+            for uid, worker in list(self.workers.items())
+            if worker.address is not None and network.netns_path(worker.netns).exists()
+        }
+
+    def _network_ready(self, pod: dict[str, Any], netns: str, address: str) -> None:
+        uid = str((pod.get("metadata") or {}).get("uid"))
+        self.policies.before_start(pod, LocalPod(uid, netns, address))
 
     async def _heartbeat(self, node_uid: str, manifest: dict[str, Any]) -> None:
         since_status = 0.0

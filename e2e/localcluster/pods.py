@@ -83,6 +83,9 @@ class NodeContext:
     """Paths every pod must see whatever it mounts (see `sandbox.shadowed_paths`)."""
     log_files: dict[tuple[str, str, str], list[Path]] = field(default_factory=dict)
     """(namespace, pod, container) -> log files, oldest first (for `kubectl logs`)."""
+    network_ready: Callable[[dict[str, Any], str, str], None] | None = None
+    """Called with (pod, netns, address) once a pod's network exists, before its container
+    starts (NetworkPolicy enforcement); an exception fails the start like a CNI error."""
 
 
 def _meta(pod: dict[str, Any]) -> dict[str, Any]:
@@ -212,6 +215,8 @@ class PodWorker:
                 if attempt == NETNS_ATTEMPTS - 1:
                     raise
                 await asyncio.sleep(TRANSIENT_RETRY_S)
+        if self.ctx.network_ready is not None:
+            await asyncio.to_thread(self.ctx.network_ready, self.pod, self.netns, self.address)
         await self._run_container(container_plan)
 
     async def _prepare(self) -> ContainerPlan | None:

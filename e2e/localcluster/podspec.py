@@ -337,7 +337,6 @@ def pod_status(
         "hostIP": host_ip,
         "hostIPs": [{"ip": host_ip}],
         "startTime": start_time,
-        "qosClass": "Burstable",
         "conditions": [
             _condition("PodReadyToStartContainers", sandbox_ready and not done, now),
             _condition("Initialized", True, now),
