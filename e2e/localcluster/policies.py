@@ -20,6 +20,7 @@ from typing import Any
 from kubernetes import client, config
 
 from localcluster import netpol
+from localcluster.layout import NODE_NAME
 from localcluster.netpol import EGRESS, INGRESS, PodAddress
 
 log = logging.getLogger("localcluster.policies")
@@ -113,7 +114,12 @@ class PolicyEnforcer:
         policies = items(
             self.networking.list_network_policy_for_all_namespaces(_preload_content=False)
         )
-        pods = items(self.core.list_pod_for_all_namespaces(_preload_content=False))
+        # Only this node's pods have addresses (one node): unscheduled ones are no peers.
+        pods = items(
+            self.core.list_pod_for_all_namespaces(
+                field_selector=f"spec.nodeName={NODE_NAME}", _preload_content=False
+            )
+        )
         namespaces = {
             str(n["metadata"]["name"]): dict(n["metadata"].get("labels") or {})
             for n in items(self.core.list_namespace(_preload_content=False))
