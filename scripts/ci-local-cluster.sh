@@ -6,8 +6,11 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-problem="$($PY -c 'from localcluster.cluster import preflight; from localcluster.layout import Layout; print(preflight(Layout.default()) or "")')"
-if [ -n "$problem" ]; then
+# Installs missing system packages (iptables, ...) where it can, then checks the machine.
+said="$($PY -m localcluster preflight 2>&1)"; rc=$?
+[ -n "$said" ] && [ $rc -eq 0 ] && echo "$said"
+if [ $rc -ne 0 ]; then
+  problem="${said##*localcluster: error: }"
   if [ "${CI:-}" = "true" ]; then
     echo "local-cluster tier FAILED: cannot run under CI: $problem" >&2
     exit 1

@@ -1,4 +1,4 @@
-"""`python -m localcluster up|down|status|build` (what `make cluster-up/-down` run)."""
+"""`python -m localcluster up|down|status|build|preflight` (what `make cluster-up/-down` run)."""
 
 from __future__ import annotations
 
@@ -17,13 +17,17 @@ def _say(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; a failure is one `localcluster: error: ...` line and exit 1."""
     parser = argparse.ArgumentParser(prog="python -m localcluster")
-    parser.add_argument("command", choices=["up", "down", "status", "build"])
+    parser.add_argument("command", choices=["up", "down", "status", "build", "preflight"])
     parser.add_argument("--no-install", action="store_true", help="up: do not install Rebound")
     args = parser.parse_args(argv)
     layout = Layout.default()
     try:
         if args.command == "build":
             _say(f"binaries in {build.build()}")
+        elif args.command == "preflight":
+            problem = cluster.install_packages(_say) or cluster.preflight(layout)
+            if problem:
+                raise ClusterError(problem)
         elif args.command == "up":
             cluster.up(layout, _say, install=not args.no_install)
             print(f"export KUBECONFIG={layout.kubeconfig}")

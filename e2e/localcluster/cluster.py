@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from localcluster import build, controlplane, network
+from localcluster import build, controlplane, network, packages
 from localcluster.controlplane import ClusterError
 from localcluster.layout import NODE_NAME, REPO, Layout
 
@@ -26,15 +26,42 @@ OPERATOR_NAMESPACE = "rebound-system"
 Log = Callable[[str], None]
 
 
+# The commands the cluster runs: `ip` (namespaces, bridge), `nsenter`, and iptables for the
+# process node's NetworkPolicy tables and the bridge's FORWARD rule.
+TOOLS = ("ip", "nsenter", "iptables", "iptables-restore")
+
+
+def install_packages(log: Log) -> str | None:
+    """Install the Debian packages of missing tools where possible (root, apt-get); None when
+    every tool is there, else the one line saying what is missing."""
+    if sys.platform != "linux" or os.geteuid() != 0:
+        return None  # preflight says why; nothing to install as a non-root user
+    return packages.ensure(TOOLS, log)
+
+
+def iptables_problem() -> str | None:
+    """None when iptables can read the filter table here, else why not (one line)."""
+    result = subprocess.run(
+        ["iptables", "-w", "5", "-n", "-L", "FORWARD"], capture_output=True, text=True
+    )
+    if result.returncode == 0:
+        return None
+    detail = (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
+    return f"iptables does not work here (the process node's NetworkPolicy needs it): {detail}"
+
+
 def preflight(layout: Layout) -> str | None:
     """Why this machine cannot run the local cluster, or None."""
     if sys.platform != "linux":
         return "the local cluster needs Linux (network namespaces)"
     if os.geteuid() != 0:
         return "the local cluster needs root (network namespaces, mounts, changing uid)"
-    missing = network.missing_tools() + [t for t in ("nsenter",) if shutil.which(t) is None]
+    missing = packages.missing_tools((*network.missing_tools(), *TOOLS))
     if missing:
-        return f"missing tools: {', '.join(missing)} (apt-get install iproute2 util-linux)"
+        return packages.missing_line(missing)
+    problem = iptables_problem()
+    if problem:
+        return problem
     cached = all((build.bin_dir() / name).is_file() for name in build.BINARIES)
     if not cached and shutil.which("go") is None:
         return "Go is not installed and no built control plane is cached (needed to build it)"
@@ -115,7 +142,7 @@ def install_rebound(layout: Layout, log: Log) -> None:
 
 def up(layout: Layout, log: Log, *, install: bool = True) -> None:
     """Build if needed, start everything, install Rebound. ClusterError on any failure."""
-    problem = preflight(layout)
+    problem = install_packages(log) or preflight(layout)
     if problem:
         raise ClusterError(problem)
     started = time.monotonic()
