@@ -26,6 +26,7 @@ import psutil
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from bench.progress import Every, say
 from localcluster.layout import NODE_NAME, Layout
 
 BENCH_NS = "rebound-bench"
@@ -123,6 +124,7 @@ def parallel(work: Callable[[int], Any], count: int, threads: int = 16) -> list[
 def sessions(api: Api, count: int, timeout: float = 300) -> dict[str, Any]:
     """Create `count` BallSessions at once; latency to their pods and first status."""
     operator = operator_process(api)
+    say(f"real API server: cordoning the node, creating {count} BallSessions at once")
     ensure_namespace(api, BENCH_NS)
     names = [f"s{i:03d}" for i in range(count)]
     peak_rss = 0
@@ -144,6 +146,8 @@ def sessions(api: Api, count: int, timeout: float = 300) -> dict[str, Any]:
         pods_at: dict[str, float] = {}
         status_at: dict[str, float] = {}
         deadline = start + timeout
+        say(f"real API server: waiting for every session's pods and status (at most {timeout:g} s)")
+        every = Every()
         while time.monotonic() < deadline and (len(pods_at) < count or len(status_at) < count):
             pods = json.loads(api.core.list_namespaced_pod(BENCH_NS, _preload_content=False).data)[
                 "items"
@@ -167,8 +171,14 @@ def sessions(api: Api, count: int, timeout: float = 300) -> dict[str, Any]:
                 if name not in pods_at and pod_count >= 2:
                     pods_at[name] = now
             peak_rss = max(peak_rss, operator.memory_info().rss)
+            if every.due():
+                say(f"  {len(pods_at)}/{count} with pods, {len(status_at)}/{count} with status")
             time.sleep(0.25)
         operator_cpu = cpu_s(operator) - cpu_before
+        say(
+            f"  {len(pods_at)}/{count} with their pods, {len(status_at)}/{count} with a status; "
+            f"deleting namespace {BENCH_NS}"
+        )
         delete_namespace(api, BENCH_NS)
     to_pods = [pods_at[n] - created[n] for n in pods_at]
     to_status = [status_at[n] - created[n] for n in status_at]
@@ -231,15 +241,18 @@ def _noise_configmap(i: int) -> dict[str, Any]:
 def noise(api: Api, unrelated: int, settle_s: float = 30) -> dict[str, Any]:
     """Operator RSS idle vs. with `unrelated` Pods and ConfigMaps it does not own."""
     operator = operator_process(api)
+    say("real API server: the operator's idle memory (5 s)")
     time.sleep(5)
     idle = operator.memory_info().rss
     ensure_namespace(api, NOISE_NS)
     _parking_node(api)
     start = time.monotonic()
+    say(f"real API server: creating {unrelated:,} unrelated Pods in {NOISE_NS}")
     parallel(
         lambda i: api.core.create_namespaced_pod(NOISE_NS, _noise_pod(i), _preload_content=False),
         unrelated,
     )  # type: ignore[arg-type]
+    say(f"real API server: creating {unrelated:,} unrelated ConfigMaps in {NOISE_NS}")
     parallel(
         lambda i: api.core.create_namespaced_config_map(
             NOISE_NS, _noise_configmap(i), _preload_content=False
@@ -248,11 +261,13 @@ def noise(api: Api, unrelated: int, settle_s: float = 30) -> dict[str, Any]:
     )  # type: ignore[arg-type]
     created_s = time.monotonic() - start
     peak = idle
+    say(f"real API server: watching the operator's memory for {settle_s:g} s")
     settle_end = time.monotonic() + settle_s
     while time.monotonic() < settle_end:
         peak = max(peak, operator.memory_info().rss)
         time.sleep(0.5)
     after = operator.memory_info().rss
+    say(f"real API server: deleting namespace {NOISE_NS} and its {2 * unrelated:,} objects")
     delete_namespace(api, NOISE_NS, timeout=600)
     with contextlib.suppress(ApiException):
         api.core.delete_node(PARKING_NODE)

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from kube_harness import Emulator
 
 from bench.machine import describe
+from bench.progress import Every, say
 
 NS = "bench"
 CHILD_KINDS = 11
@@ -55,6 +56,7 @@ def proc_times(pid: int) -> tuple[float, float]:
 
 def run(sessions: int, timeout: float) -> dict[str, Any]:
     """Create `sessions` BallSessions at once and time the operator's reaction."""
+    say("emulated API server: starting kmock and the operator")
     emulator = Emulator(NS)
     with tempfile.TemporaryDirectory() as tmp:
         kubeconfig = emulator.write_kubeconfig(Path(tmp) / "kubeconfig")
@@ -82,9 +84,15 @@ def run(sessions: int, timeout: float) -> dict[str, Any]:
                 return time.monotonic()
 
             cpu_before = sum(proc_times(operator.pid))
+            say(f"emulated API server: creating {sessions} BallSessions at once")
             start = time.monotonic()
             with ThreadPoolExecutor(16) as pool:
                 created = dict(zip(names, pool.map(create, names), strict=True))
+            say(
+                f"emulated API server: waiting until every session has its {CHILD_KINDS} "
+                f"children and a status (at most {timeout:g} s)"
+            )
+            every = Every()
             children_at: dict[str, float] = {}
             status_at: dict[str, float] = {}
             peak_rss = 0
@@ -101,13 +109,23 @@ def run(sessions: int, timeout: float) -> dict[str, Any]:
                     if name not in status_at and name in with_status:
                         status_at[name] = now
                 peak_rss = max(peak_rss, proc.memory_info().rss)
+                if every.due():
+                    say(
+                        f"  {len(children_at)}/{sessions} with all children, "
+                        f"{len(status_at)}/{sessions} with a status"
+                    )
                 time.sleep(0.5)
+            say(
+                f"  {len(children_at)}/{sessions} with all children, {len(status_at)}/{sessions} "
+                "with a status; measuring the operator's memory for 5 s more"
+            )
             settle_end = time.monotonic() + 5
             while time.monotonic() < settle_end:  # RSS once every session is being reconciled
                 peak_rss = max(peak_rss, proc.memory_info().rss)
                 time.sleep(0.25)
             operator_cpu = sum(proc_times(operator.pid)) - cpu_before
         finally:
+            say("emulated API server: stopping the operator")
             operator.terminate()
             operator.wait(30)
             emulator.close()
@@ -173,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
 
     emulated = run(args.sessions, args.timeout)
     api, why_not = _real_cluster()
+    if api is None:
+        say(f"real API server: skipped: {why_not}")
     real = None if api is None else cluster.sessions(api, args.sessions, args.timeout * 3)
     print(f"Machine: {describe()}\n")
     print("### Operator: BallSessions created at once\n")

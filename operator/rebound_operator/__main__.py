@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import re
 import socket
@@ -21,6 +22,7 @@ from rebound_operator.settings import (
     DEFAULT_PEER_IMAGE,
     MAX_PENDING_TIMEOUT,
     MIN_PENDING_TIMEOUT,
+    ListenAddress,
     OperatorSettings,
 )
 
@@ -104,8 +106,8 @@ def build_parser() -> OperatorArgumentParser:
     add(
         "--liveness",
         metavar="URL",
-        help="kopf liveness endpoint, '' to disable (default http://0.0.0.0:8080/healthz; "
-        "env REBOUND_LIVENESS)",
+        help="liveness probe URL; Prometheus metrics are served at /metrics on the same port; "
+        "'' serves neither (default http://0.0.0.0:8080/healthz; env REBOUND_LIVENESS)",
     )
     add(
         "--peering",
@@ -194,16 +196,45 @@ def main(argv: list[str] | None = None) -> int:
     quiet_routine_successes(settings.verbose)
     import rebound_operator.handlers  # noqa: F401  (registers the handlers)
 
-    kopf.run(
-        standalone=not settings.peering,
-        priority=settings.priority,
-        namespaces=settings.namespaces,
-        clusterwide=not settings.namespaces,
-        liveness_endpoint=settings.liveness or None,
-        identity=identity(),
-        memo=kopf.Memo(settings=settings),
-    )
+    try:
+        asyncio.run(operate(settings))
+    except ListenError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except asyncio.CancelledError:
+        pass
     return 0
+
+
+class ListenError(Exception):
+    """The liveness/metrics port cannot be served (e.g. taken); one line for the user."""
+
+
+async def operate(settings: OperatorSettings) -> None:
+    """Serve the liveness probe and /metrics (one port), then run kopf until it stops."""
+    from rebound_operator import serving
+
+    runner = None
+    if settings.liveness:
+        try:
+            runner = await serving.start(ListenAddress.parse(settings.liveness))
+        except OSError as exc:
+            raise ListenError(
+                f"--liveness {settings.liveness}: cannot listen: {exc.strerror or exc}"
+            ) from None
+    try:
+        await kopf.operator(
+            standalone=not settings.peering,
+            priority=settings.priority,
+            namespaces=settings.namespaces,
+            clusterwide=not settings.namespaces,
+            liveness_endpoint=None,  # served above, with /metrics
+            identity=identity(),
+            memo=kopf.Memo(settings=settings),
+        )
+    finally:
+        if runner is not None:
+            await runner.cleanup()
 
 
 if __name__ == "__main__":

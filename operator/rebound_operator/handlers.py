@@ -33,7 +33,7 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from rebound_operator import GROUP, PLURAL, VERSION, kube
+from rebound_operator import GROUP, PLURAL, VERSION, kube, telemetry
 from rebound_operator.children import CHILD_SELECTOR, SESSION_LABEL, Names, Owner, all_children
 from rebound_operator.lifecycle import (
     TERMINAL,
@@ -204,12 +204,16 @@ async def reconcile(body: Mapping[str, Any], memo: kopf.Memo, *, ensure_children
     async with sessions.locks.setdefault(key, asyncio.Lock()):
         try:
             await _reconcile(body, memo, ensure_children=ensure_children)
+            telemetry.record_reconcile()
         except API_ERRORS as exc:
+            telemetry.record_reconcile("api")
             raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=2) from exc
         except kube.StatusRefused as exc:
+            telemetry.record_reconcile("status_refused")
             message = f"the API server refused the status: {exc}"
             await _give_up(body, memo, "StatusRefused", message)
         except Exception as exc:
+            telemetry.record_reconcile("internal")
             logger.exception("BallSession %s/%s: cannot be processed", key[0], key[1])
             message = (
                 "the operator could not process this session: "
@@ -244,7 +248,7 @@ async def _fail(
     namespace, name, uid = key
     generation = (body.get("metadata") or {}).get("generation")
     status = failed_status(reason, message, datetime.now(UTC), previous, generation)
-    await _write(memo, key, {} if force else previous, status)
+    await _write(memo, key, {} if force else previous, status, before=previous)
     _post(body, Event("Warning", reason, message))
     await _stop_leftovers(memo, name, namespace, uid)
 
@@ -450,9 +454,16 @@ async def _wake(key: Key, memo: kopf.Memo) -> None:
 
 
 async def _write(
-    memo: kopf.Memo, key: Key, previous: Mapping[str, Any], status: dict[str, Any]
+    memo: kopf.Memo,
+    key: Key,
+    previous: Mapping[str, Any],
+    status: dict[str, Any],
+    *,
+    before: Mapping[str, Any] | None = None,
 ) -> None:
-    """Patch the status subresource, skipping no-op patches."""
+    """Patch the status subresource, skipping no-op patches (compared with `previous`).
+    A write that ends the session is counted in the operator's metrics, once: `before` is
+    the status it replaces, when `previous` is not (a forced write)."""
     if not status or all(previous.get(k) == v for k, v in status.items()):
         return
     namespace, name, _ = key
@@ -460,6 +471,8 @@ async def _write(
     await asyncio.to_thread(cluster.patch_status, name, namespace, status)
     sessions: Sessions = memo.sessions
     sessions.last_status[key] = {**previous, **status}
+    replaced = previous if before is None else before
+    telemetry.record_status_written(replaced.get("phase"), {**replaced, **status})
 
 
 @kopf.on.create(GROUP, VERSION, PLURAL)
@@ -477,11 +490,16 @@ async def session_resumed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def session_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Forget a deleted session (its children go with it: owner references); notice an
-    edited spec of a running or finished session."""
+    edited spec of a running or finished session. Every event updates the sessions-by-phase
+    gauge, so it follows what the API server holds, also after a restart."""
+    key = _key(body)
+    if event.get("type") == "DELETED":
+        telemetry.SESSIONS.forget(key[0], key[1])
+    else:
+        telemetry.SESSIONS.see(key[0], key[1], (body.get("status") or {}).get("phase"))
     if not hasattr(memo, "sessions"):
         return
     sessions: Sessions = memo.sessions
-    key = _key(body)
     if event.get("type") == "DELETED":
         sessions.forget(key)
         return

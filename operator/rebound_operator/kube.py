@@ -24,6 +24,7 @@ from kubernetes.client.exceptions import ApiException
 from rebound_operator import GROUP, PLURAL, VERSION
 from rebound_operator.children import ROLES, ApiRoute, Manifest, Names
 from rebound_operator.ownership import Holder, classify, describe_owner, owned_by
+from rebound_operator.telemetry import TimedApiClient
 from rebound_operator.text import one_line
 
 API_SERVER_NAMESPACE = "default"
@@ -107,7 +108,7 @@ class Cluster:
         if api_client is None:
             configuration = client.Configuration.get_default_copy()
             configuration.connection_pool_maxsize = API_THREADS
-            api_client = client.ApiClient(configuration)
+            api_client = TimedApiClient(configuration)
         self._api = api_client
         self.core = client.CoreV1Api(self._api)
         self.rbac = client.RbacAuthorizationV1Api(self._api)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -13,6 +15,34 @@ MAX_PENDING_TIMEOUT = 86_400
 NAMESPACE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 Image = Annotated[str, Field(min_length=1, max_length=512)]
+METRICS_PATH = "/metrics"
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    """Where the operator serves its liveness probe and /metrics (one port)."""
+
+    host: str
+    port: int
+    probe_path: str
+
+    @classmethod
+    def parse(cls, url: str) -> ListenAddress:
+        """From a `--liveness` URL such as `http://0.0.0.0:8080/healthz`; ValueError unless
+        it is an http:// URL with a host and a port whose path is not /metrics."""
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError("must be an http:// URL such as http://0.0.0.0:8080/healthz, or ''")
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if port is None:
+            raise ValueError("needs a port, e.g. http://0.0.0.0:8080/healthz")
+        path = parts.path or "/"
+        if path == METRICS_PATH:
+            raise ValueError(f"{METRICS_PATH} is where the metrics are served; use e.g. /healthz")
+        return cls(parts.hostname, port, path)
 
 
 class OperatorSettings(BaseSettings):
@@ -34,7 +64,9 @@ class OperatorSettings(BaseSettings):
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     log_format: Literal["plain", "json"] = "plain"
     liveness: str = Field(
-        "http://0.0.0.0:8080/healthz", max_length=512, description="kopf liveness endpoint"
+        "http://0.0.0.0:8080/healthz",
+        max_length=512,
+        description="liveness probe URL; /metrics is served on the same port",
     )
     peering: bool = Field(False, description="use kopf peering (for several replicas)")
     priority: int = Field(0, ge=-(2**31), le=2**31 - 1, description="peering priority")
@@ -49,6 +81,6 @@ class OperatorSettings(BaseSettings):
     @field_validator("liveness")
     @classmethod
     def _liveness_url(cls, value: str) -> str:
-        if value and not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// URL such as http://0.0.0.0:8080/healthz, or ''")
+        if value:
+            ListenAddress.parse(value)
         return value

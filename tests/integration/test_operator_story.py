@@ -70,8 +70,9 @@ class Stage:
     def core(self) -> client.CoreV1Api:
         return client.CoreV1Api(self.emulator.api)
 
-    def start_operator(self, prefix: list[str] | None = None) -> None:
-        """Start `python -m rebound_operator`, optionally under a command prefix."""
+    def start_operator(self, prefix: list[str] | None = None, liveness: str = "") -> None:
+        """Start `python -m rebound_operator`, optionally under a command prefix; `liveness`
+        is its probe + /metrics URL (none by default)."""
         self.starts += 1
         log = (self.tmp / f"operator-{self.starts}.log").open("wb")
         env = {k: v for k, v in os.environ.items() if k not in USER_VARIABLES}
@@ -92,7 +93,7 @@ class Stage:
                 "-n",
                 NS,
                 "--liveness",
-                "",
+                liveness,
                 "--pending-timeout",
                 "60",
             ],

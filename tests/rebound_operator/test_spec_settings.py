@@ -1,4 +1,5 @@
 import os
+import socket
 import subprocess
 import sys
 
@@ -54,6 +55,12 @@ def test_flags_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> None
     assert settings.log_format == "plain"
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def run_operator(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("REBOUND_")}
     return subprocess.run(
@@ -73,6 +80,8 @@ def run_operator(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         (["--log-format", "xml"], {}, "argument --log-format: invalid choice: 'xml'"),
         (["-n", "Not_A_Namespace"], {}, "--namespace Not_A_Namespace: not a namespace name"),
         (["--liveness", "ftp://x"], {}, "--liveness ftp://x: must be an http:// URL"),
+        (["--liveness", "http://0.0.0.0/healthz"], {}, "needs a port"),
+        (["--liveness", "http://0.0.0.0:8080/metrics"], {}, "/metrics is where the metrics"),
         ([], {"REBOUND_NAMESPACES": "notjson"}, "REBOUND_NAMESPACES: not valid JSON"),
         ([], {"REBOUND_LOG_FORMAT": "xml"}, "REBOUND_LOG_FORMAT=xml: Input should be 'plain'"),
         ([], {"REBOUND_PENDING_TIMEOUT_SECONDS": "abc"}, "REBOUND_PENDING_TIMEOUT_SECONDS=abc:"),
@@ -138,25 +147,45 @@ def test_main_runs_kopf_with_the_settings(monkeypatch: pytest.MonkeyPatch) -> No
 
     calls: list[dict[str, object]] = []
     formats: list[dict[str, object]] = []
-    monkeypatch.setattr(kopf, "run", lambda **kwargs: calls.append(kwargs))
+
+    async def operator(**kwargs: object) -> None:
+        calls.append(kwargs)
+
+    monkeypatch.setattr(kopf, "operator", operator)
     monkeypatch.setattr(kopf, "configure", lambda **kwargs: formats.append(kwargs))
     monkeypatch.setenv("REBOUND_PEER_IMAGE", "env:1")
     monkeypatch.setenv("POD_ID", "rebound-operator-abc")
     assert entry.main(["-n", "team-a", "--liveness", "", "--pending-timeout", "30"]) == 0
     (run,) = calls
     assert run["namespaces"] == ["team-a"] and run["clusterwide"] is False
+    # kopf's own liveness endpoint is never used: the operator serves it with /metrics
     assert run["standalone"] is True and run["liveness_endpoint"] is None
     assert run["identity"] == "rebound-operator-abc"
     settings = run["memo"].settings  # type: ignore[attr-defined]
     assert (settings.peer_image, settings.pending_timeout_seconds) == ("env:1", 30)
+    assert settings.liveness == ""
     # plain logs: time, logger, level and the object's namespace/name prefix
     assert formats[0]["log_format"] is kopf.LogFormat.FULL and formats[0]["log_prefix"] is True
     calls.clear()
     monkeypatch.delenv("POD_ID")
-    entry.main([])
+    entry.main(["--liveness", f"http://127.0.0.1:{free_port()}/healthz"])
     assert calls[0]["clusterwide"] is True and calls[0]["namespaces"] == []
-    assert calls[0]["liveness_endpoint"] == "http://0.0.0.0:8080/healthz"
+    assert calls[0]["liveness_endpoint"] is None
     assert str(calls[0]["identity"]).startswith("rebound-operator@")
+
+
+def test_a_taken_port_is_one_line_and_exit_2() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_operator("--liveness", f"http://127.0.0.1:{port}/healthz")
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(
+        f"python -m rebound_operator: error: --liveness http://127.0.0.1:{port}/healthz: "
+        "cannot listen: "
+    ), line
 
 
 def test_identity_never_asks_for_the_user_name(monkeypatch: pytest.MonkeyPatch) -> None:
