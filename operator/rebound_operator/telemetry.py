@@ -38,7 +38,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client import REGISTRY, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -50,6 +50,10 @@ FPS_BUCKETS = (1.0, 5.0, 10.0, 15.0, 20.0, 24.0, 30.0, 45.0, 60.0, 90.0, 120.0)
 DURATION_BUCKETS = (5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 86400.0)
 API_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 RECONCILE_ERRORS = ("api", "status_refused", "internal")
+
+# No `*_created` series (the time each labelled child appeared): they double the output and
+# nothing reads them.
+disable_created_metrics()
 
 FINISHED = Counter(
     "rebound_sessions_finished",
