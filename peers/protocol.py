@@ -8,7 +8,8 @@ refuse anything larger.
 Kinds (exactly these keys, nothing more):
 - client -> server `{"k":"c","f":F,"x":X,"y":Y}`: the ball centre (X, Y) the client measured
   on frame F (`0 <= F < marker.FLUSH_INDEX`; `abs(X), abs(Y) <= MAX_COORDINATE`).
-- client -> server `{"k":"s","received":n,"dropped":n,"unreadable":n,"missed":n,"final":b}`:
+- client -> server
+  `{"k":"s","received":n,"dropped":n,"unreadable":n,"missed":n,"incomplete":n,"final":b}`:
   the client's counters (each `0 <= n <= MAX_COUNT`), every second, and once with
   `final: true` after its last coordinate.
 - server -> client `{"k":"end","frames":n}`: the server has sent its last frame (n in all)
@@ -86,12 +87,14 @@ class Coordinate:
 
 @dataclass(frozen=True)
 class ClientStats:
-    """The client's counters: frames received, dropped before detection, unreadable, missed."""
+    """The client's counters: frames received (decoded), dropped before detection, with an
+    unreadable marker, without a ball, and given up by the receiver (never decoded)."""
 
     received: int
     dropped: int
     unreadable: int
     missed: int
+    incomplete: int = 0
     final: bool = False
 
 
@@ -120,7 +123,7 @@ class Abort:
 
 
 Message = Coordinate | ClientStats | End | Heartbeat | Bye | Abort
-_STATS_FIELDS = ("received", "dropped", "unreadable", "missed", "final")
+_STATS_FIELDS = ("received", "dropped", "unreadable", "missed", "incomplete", "final")
 
 
 def _dump(obj: dict[str, Any]) -> str:
@@ -141,6 +144,7 @@ def encode_stats(stats: ClientStats) -> str:
             "dropped": stats.dropped,
             "unreadable": stats.unreadable,
             "missed": stats.missed,
+            "incomplete": stats.incomplete,
             "final": stats.final,
         }
     )
@@ -216,8 +220,8 @@ def _stats(obj: dict[str, Any]) -> ClientStats:
     _fields(obj, *_STATS_FIELDS)
     if type(obj["final"]) is not bool:
         raise ProtocolError("bad_field", "final")
-    received, dropped, unreadable, missed = (_count(obj, k) for k in _STATS_FIELDS[:-1])
-    return ClientStats(received, dropped, unreadable, missed, final=obj["final"])
+    received, dropped, unreadable, missed, incomplete = (_count(obj, k) for k in _STATS_FIELDS[:-1])
+    return ClientStats(received, dropped, unreadable, missed, incomplete, final=obj["final"])
 
 
 def _abort(obj: dict[str, Any]) -> Abort:

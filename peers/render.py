@@ -47,3 +47,41 @@ def draw(
     if frame_index is not None:
         marker.stamp(frame, frame_index)
     return frame
+
+
+GRAIN_LEVELS = 12
+"""Peak of the background grain in luma levels: far below the detector's floor (the
+background median plus 1/32 of the ball's contrast, about 7 levels above the grain's top)."""
+GRAIN_BANKS = 3
+GRAIN_SLACK_PX = 64
+
+
+class Grain:
+    """A faint moving grain for the arena's luma, so the encoder has detail to spend its
+    target bitrate on (a black frame with one ball needs ~150 kbit/s, whatever the target).
+
+    Deterministic: frame i always gets the same grain. Consecutive frames draw from
+    different banks at shifted offsets, so no frame predicts the next one.
+    """
+
+    def __init__(self, width: int, height: int, levels: int = GRAIN_LEVELS, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        shape = (GRAIN_BANKS, height + GRAIN_SLACK_PX, width + GRAIN_SLACK_PX)
+        self._banks = rng.integers(0, levels + 1, size=shape, dtype=np.uint8)
+        self._offsets = rng.integers(0, GRAIN_SLACK_PX, size=(256, 2))
+        self.width = width
+        self.height = height
+
+    def pattern(self, frame_index: int, top: int) -> Image:
+        """The grain of frame `frame_index` for rows `top`.. of the frame (a view)."""
+        dy, dx = self._offsets[frame_index % len(self._offsets)]
+        bank: Image = self._banks[frame_index % GRAIN_BANKS]
+        return bank[dy + top : dy + self.height, dx : dx + self.width]
+
+    def add_to(self, luma: Image, frame_index: int, top: int) -> None:
+        """Add frame `frame_index`'s grain to rows `top`.. of `luma` in place.
+
+        `luma` is limited-range (<= 235), so the sum never wraps.
+        """
+        region = luma[top:]
+        np.add(region, self.pattern(frame_index, top), out=region)

@@ -22,10 +22,11 @@ from typing import Any
 from aiortc import RTCSessionDescription
 from pydantic import ValidationError
 
-from peers import cli, protocol, sctp_guard, signaling
+from peers import cli, encoders, protocol, sctp_guard, signaling
 from peers.ball import BallModel
 from peers.channel import LABEL, PeerChannel
-from peers.config import MARKER_BAND_PX, SessionSpec
+from peers.config import CODECS, MARKER_BAND_PX, SessionSpec
+from peers.link import LinkMonitor
 from peers.liveness import Stall
 from peers.matching import CoordinateMatcher, Match
 from peers.metrics import format_summary
@@ -112,6 +113,20 @@ def build_parser() -> argparse.ArgumentParser:
             "duration_seconds", "seconds to stream (0 = no limit); the first limit reached ends"
         ),
     )
+    media = parser.add_argument_group("media")
+    media.add_argument(
+        "--codec",
+        choices=CODECS,
+        default=defaults.codec,
+        help="video codec, the only one offered (the client decodes either)",
+    )
+    media.add_argument(
+        "--bitrate-kbps",
+        type=int,
+        default=defaults.bitrate_kbps,
+        metavar="N",
+        help=bounded("bitrate_kbps", "target video bitrate in kbit/s, held by the encoder"),
+    )
     parser.add_argument(
         "--summary-json",
         type=Path,
@@ -144,6 +159,8 @@ def spec_from_args(args: argparse.Namespace) -> SessionSpec:
             seed=args.seed,
             frames=args.frames,
             duration_seconds=args.duration,
+            codec=args.codec,
+            bitrate_kbps=args.bitrate_kbps,
         )
     except ValidationError as exc:
         raise cli.UsageError(cli.describe_validation_error(exc, FLAG_NAMES)) from None
@@ -191,7 +208,10 @@ class Server:
         self.handler_errors: Counter[str] = Counter()
         self.channel = PeerChannel(self._on_message, self.handler_errors)
         self.channel.attach(self.pc.createDataChannel(LABEL))
-        self.pc.addTrack(self.track)
+        sender = self.pc.addTrack(self.track)
+        self.transceiver = next(t for t in self.pc.getTransceivers() if t.sender is sender)
+        encoders.prefer(self.transceiver, spec.codec)
+        self.link = LinkMonitor(sender, spec.bitrate_kbps)
         self.pc.on(
             "connectionstatechange", exception_proof(self._on_state, self.handler_errors, "state")
         )
@@ -245,12 +265,40 @@ class Server:
             await self.pc.setRemoteDescription(message)
         except Exception as exc:  # aiortc raises whatever a malformed answer provokes
             raise PeerFailure(f"the client's answer is unusable: {one_line(exc)}") from None
+        self._use_codec()
         await first_of(self.connected, self.lost)
         if not self.connected.is_set():
             raise PeerFailure("could not connect to the client (ICE failed)")
         log.info(
             "connected; streaming %dx%d at %d fps", self.spec.width, self.spec.height, self.spec.fps
         )
+
+    def _use_codec(self) -> None:
+        """Encode with the negotiated codec at the session's bitrate (the offer had one codec)."""
+        codec = encoders.negotiated(self.transceiver)
+        if codec != self.spec.codec:
+            raise PeerFailure(
+                f"the client's answer chose {codec or 'no codec we offered'}, not {self.spec.codec}"
+            )
+        encoder = encoders.new_encoder(codec, self.spec.bitrate_kbps, self.spec.fps)
+        encoders.install(self.transceiver.sender, encoder)
+        self.link.codec = codec
+
+    def summary(self) -> dict[str, Any]:
+        """The summary as it stands: SUMMARY_KEYS then LINK_SUMMARY_KEYS."""
+        stats = self.matcher.stats
+        streaming_s = None
+        if stats.first_frame_at is not None and stats.last_frame_at is not None:
+            streaming_s = stats.last_frame_at - stats.first_frame_at + 1.0 / self.spec.fps
+        client = self.matcher.client
+        return {
+            **stats.summary(),
+            **self.link.summary(
+                streaming_s,
+                None if client is None else client.unreadable,
+                None if client is None else client.incomplete,
+            ),
+        }
 
     def _report(self, now: float) -> None:
         summary = self.matcher.stats.summary()
@@ -278,7 +326,7 @@ class Server:
 
     async def _publish(self, final: bool) -> None:
         try:
-            await self.signaling.publish_metrics(self.matcher.stats.summary(), final=final)
+            await self.signaling.publish_metrics(self.summary(), final=final)
         except SignalingError as exc:
             log.warning("could not publish metrics: %s", exc)
 
@@ -293,6 +341,7 @@ class Server:
         return await watch(until, wake, self._failure, self._tick, seconds)
 
     async def _tick(self, now: float) -> None:
+        await self.link.sample()
         self._report(now)
         if now - self._last_publish >= self.args.metrics_interval:
             self._last_publish = now
@@ -330,11 +379,12 @@ class Server:
         await self._watch((self.client_bye,), protocol.BYE_WAIT_S)
         return None
 
-    def _write_summary(self) -> dict[str, Any]:
-        summary = self.matcher.stats.summary()
+    async def _write_summary(self) -> dict[str, Any]:
+        await self.link.sample()
+        summary = self.summary()
         print("\n== Rebound session summary ==")
         print(format_summary(summary))
-        ignored = self.matcher.rejected + sctp_guard.dropped
+        ignored = self.matcher.rejected + sctp_guard.dropped + self.link.rejected
         ignored.update({f"{k}_handler_error": v for k, v in self.handler_errors.items()})
         if ignored:
             print(f"messages ignored   {', '.join(f'{k} {v}' for k, v in sorted(ignored.items()))}")
@@ -342,8 +392,8 @@ class Server:
         if client is not None:
             print(
                 f"client counters    received {client.received}  dropped {client.dropped}  "
-                f"unreadable {client.unreadable}  no ball {client.missed}"
-                + ("" if client.final else "  (not final)")
+                f"unreadable {client.unreadable}  no ball {client.missed}  "
+                f"incomplete {client.incomplete}" + ("" if client.final else "  (not final)")
             )
         sys.stdout.flush()
         if self.args.summary_json is not None:
@@ -374,7 +424,7 @@ class Server:
         await channel_opens(self.channel.opened, stop)
         self._last_publish = time.monotonic()
         failure = await self._session(stop)
-        self._write_summary()
+        await self._write_summary()
         await self._publish(final=True)
         return failure
 

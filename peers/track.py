@@ -8,12 +8,14 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
 
 from peers import marker, render
 from peers.ball import BallModel
+from peers.config import MARKER_BAND_PX
 
 VIDEO_CLOCK_RATE = 90_000
 VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK_RATE)
@@ -38,6 +40,7 @@ class BallTrack(MediaStreamTrack):
         max_seconds: float = 0.0,
         on_sent: Callable[[int, float], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        grain: bool = True,
     ) -> None:
         super().__init__()
         self.model = model
@@ -50,6 +53,7 @@ class BallTrack(MediaStreamTrack):
         self._stop_requested = False
         self._start: float | None = None
         self._canvas = render.new_canvas(model.width, model.height)
+        self._grain = render.Grain(model.width, model.height) if grain else None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render")
         self.finished = asyncio.Event()
 
@@ -76,6 +80,10 @@ class BallTrack(MediaStreamTrack):
             out=self._canvas,
         )
         frame = VideoFrame.from_ndarray(bgr, format="bgr24").reformat(format="yuv420p")
+        if self._grain is not None:
+            plane = frame.planes[0]
+            luma = np.frombuffer(memoryview(plane), dtype=np.uint8).reshape(-1, plane.line_size)
+            self._grain.add_to(luma[: model.height, : model.width], index, MARKER_BAND_PX)
         frame.time_base = VIDEO_TIME_BASE
         return frame
 

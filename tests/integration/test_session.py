@@ -26,9 +26,10 @@ from loopback import (
     wait_untagged,
 )
 
-from peers import cli
+from peers import aiortc_internals, cli, encoders
 from peers import client as client_mod
 from peers import server as server_mod
+from peers.config import LINK_SUMMARY_KEYS, LinkSummary
 from peers.metrics import SUMMARY_KEYS
 from peers.track import BallTrack
 
@@ -52,16 +53,55 @@ def test_a_full_session_is_accurate_and_leaves_nothing_behind(tmp_path: Path) ->
     assert server.code == 0, server.stderr
     assert client.code == 0, client.stderr
     summary = session.summary()
-    assert tuple(summary) == SUMMARY_KEYS
+    assert tuple(summary) == SUMMARY_KEYS + LINK_SUMMARY_KEYS
     assert summary["frames_sent"] == 180
     assert summary["frames_matched"] >= 0.95 * summary["frames_sent"]
     assert summary["mean_error_px"] < 0.25
     assert summary["frames_dropped_by_client"] is not None
     assert 25 <= summary["achieved_fps"] <= 32
     assert summary["latency_ms_p50"] > 0
+    link = LinkSummary.model_validate(summary)
+    assert (link.codec, link.target_bitrate_kbps) == ("VP8", 1000)
+    assert link.measured_bitrate_kbps is not None
+    assert 700 <= link.measured_bitrate_kbps <= 1200
+    assert (link.frames_unreadable, link.frames_incomplete) == (0, 0)
+    assert (link.ice_local_candidate_type, link.ice_remote_candidate_type) == ("host", "host")
+    assert link.ice_protocol == "udp"
+    assert link.packets_lost == 0 and link.packet_loss_pct == 0.0
+    assert link.rtt_ms is not None and link.rtt_ms < 500
     assert "Rebound session summary" in server.stdout
     assert "Traceback" not in server.stderr + client.stderr
     assert wait_gone(helpers, 5) == []
+
+
+async def test_h264_is_negotiated_and_encoded_at_the_target_bitrate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    installed: list[object] = []
+    install = server_mod.encoders.install
+
+    def recording(sender: object, encoder: object) -> None:
+        installed.append(encoder)
+        install(sender, encoder)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(server_mod.encoders, "install", recording)
+    server_args, client_args = in_process(
+        ["--frames", "150", "--codec", "H264", "--bitrate-kbps", "400"]
+    )
+    server = server_mod.Server(server_mod.validate_args(server_args), server_args)
+    client = client_mod.Client(client_args)
+    assert await run_pair(server, client) == [0, 0]
+    summary = server.summary()
+    assert summary["codec"] == "H264" and summary["target_bitrate_kbps"] == 400
+    assert 250 <= summary["measured_bitrate_kbps"] <= 500
+    assert summary["frames_matched"] >= 140
+    assert summary["mean_error_px"] < 0.25
+    [encoder] = installed
+    assert isinstance(encoder, encoders.FixedRateH264Encoder)
+    assert encoder.codec is not None and encoder.codec.name == "libx264"
+    [receiver] = client.pc.getReceivers()
+    codecs = aiortc_internals.receiver_state(receiver)["codecs"].values()
+    assert {c.mimeType for c in codecs} == {"video/H264", "video/rtx"}
 
 
 def test_verbose_prints_every_coordinate(tmp_path: Path) -> None:
@@ -272,8 +312,10 @@ HOSTILE_TO_SERVER = [
     '{"k":"c","f":5,"x":' + "9" * 400 + ',"y":1}',  # killed the transport (OverflowError)
     '{"k":"c","f":-0,"x":1,"y":1}',
     '{"k":"c","f":3,"f":4,"x":1,"y":1}',
-    '{"k":"s","received":1,"dropped":' + "9" * 401 + ',"unreadable":0,"missed":0,"final":false}',
-    '{"k":"s","received":99999,"dropped":0,"unreadable":0,"missed":0,"final":false}',
+    '{"k":"s","received":1,"dropped":'
+    + "9" * 401
+    + ',"unreadable":0,"missed":0,"incomplete":0,"final":false}',
+    '{"k":"s","received":99999,"dropped":0,"unreadable":0,"missed":0,"incomplete":0,"final":false}',
     '{"k":"end","frames":1}',
     "[" * 300,
     "garbage",

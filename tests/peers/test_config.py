@@ -35,9 +35,20 @@ def test_peer_args_reproduce_the_spec_through_the_server_cli() -> None:
         seed=7,
         frames=0,
         duration_seconds=4.5,
+        codec="H264",
+        bitrate_kbps=2500,
     )
     args = build_parser().parse_args(spec.to_peer_args())
     assert spec_from_args(args) == spec
+
+
+@pytest.mark.parametrize(
+    "fields", [{"codec": "AV1"}, {"codec": "vp8"}, {"bitrateKbps": 49}, {"bitrateKbps": 50_001}]
+)
+def test_codec_and_bitrate_are_bounded(fields: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        SessionSpec.model_validate(fields)
+    assert SessionSpec.model_validate({"bitrateKbps": 50}).bitrate_kbps == 50
 
 
 def test_unlimited() -> None:

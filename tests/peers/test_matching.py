@@ -94,28 +94,35 @@ def test_client_stats_feed_frames_dropped(matcher: CoordinateMatcher) -> None:
 
 
 @pytest.mark.parametrize(
-    ("received", "dropped", "unreadable", "missed"),
+    ("received", "dropped", "unreadable", "missed", "incomplete"),
     [
-        (12, 0, 0, 0),  # more frames than were sent (+1 flush frame)
-        (4, 0, 0, 0),  # fewer frames than the server matched
-        (10, 5, 3, 3),  # more lost before detection than received
-        (2**31 - 1, 2**31 - 1, 0, 0),
+        (12, 0, 0, 0, 0),  # more frames than were sent (+1 flush frame)
+        (8, 0, 0, 0, 4),  # more frames decoded or given up than were sent
+        (4, 0, 0, 0, 0),  # fewer frames than the server matched
+        (10, 5, 3, 3, 0),  # more lost before detection than received
+        (2**31 - 1, 2**31 - 1, 0, 0, 0),
     ],
 )
 def test_implausible_client_counters_are_refused(
-    matcher: CoordinateMatcher, received: int, dropped: int, unreadable: int, missed: int
+    matcher: CoordinateMatcher,
+    received: int,
+    dropped: int,
+    unreadable: int,
+    missed: int,
+    incomplete: int,
 ) -> None:
     for i in range(10):
         matcher.on_frame_sent(i, i / 30)
     for i in range(5):
         assert isinstance(matcher.on_message(coordinate_for(matcher, i), 1.0), Match)
-    stats = protocol.ClientStats(received, dropped, unreadable, missed, final=True)
+    stats = protocol.ClientStats(received, dropped, unreadable, missed, incomplete, final=True)
     assert matcher.on_message(protocol.encode_stats(stats), 1.0) is None
     assert matcher.rejected["implausible_counters"] == 1
     assert matcher.client is None and matcher.final is None
     assert matcher.stats.summary()["frames_dropped_by_client"] is None
     # the flush frame may be counted: sent + 1 is plausible
     assert matcher.on_message(protocol.encode_stats(protocol.ClientStats(11, 1, 0, 0)), 1.0)
+    assert matcher.on_message(protocol.encode_stats(protocol.ClientStats(7, 1, 0, 0, 4)), 1.0)
 
 
 def test_nothing_is_taken_after_the_final_counters(matcher: CoordinateMatcher) -> None:

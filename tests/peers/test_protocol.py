@@ -11,7 +11,7 @@ def test_round_trips() -> None:
     assert protocol.decode(protocol.encode_coordinate(7, 1.23456, 9.87654)) == Coordinate(
         7, 1.2346, 9.8765
     )
-    stats = ClientStats(10, 1, 2, 3, final=True)
+    stats = ClientStats(10, 1, 2, 3, 4, final=True)
     assert protocol.decode(protocol.encode_stats(stats)) == stats
     assert protocol.decode(protocol.encode_end(150)) == End(150)
     assert protocol.decode(protocol.HEARTBEAT) == Heartbeat()
@@ -49,10 +49,13 @@ def test_integers_are_accepted_as_coordinates() -> None:
         ('{"k":"c","f":1,"x":1}', "bad_fields"),
         ('{"k":"c","f":1,"x":1,"y":1,"z":1}', "bad_fields"),
         (
-            '{"k":"s","received":1,"dropped":0,"unreadable":0,"missed":-1,"final":false}',
+            '{"k":"s","received":1,"dropped":0,"unreadable":0,"missed":-1,"incomplete":0,"final":false}',
             "bad_field",
         ),
-        ('{"k":"s","received":1,"dropped":0,"unreadable":0,"missed":0,"final":1}', "bad_field"),
+        (
+            '{"k":"s","received":1,"dropped":0,"unreadable":0,"missed":0,"incomplete":0,"final":1}',
+            "bad_field",
+        ),
         ('{"k":"end","frames":"many"}', "bad_field"),
         ('{"k":"zzz"}', "unknown_kind"),
         ("{}", "unknown_kind"),
@@ -63,12 +66,14 @@ def test_integers_are_accepted_as_coordinates() -> None:
         ('{"k":"c","f":-0,"x":1,"y":1}', "bad_number"),
         ('{"k":"c","f":' + "1" * 40 + ',"x":1,"y":1}', "bad_number"),
         (
-            '{"k":"s","received":1,"dropped":' + "9" * 401 + ',"unreadable":0,"missed":0,'
+            '{"k":"s","received":1,"dropped":'
+            + "9" * 401
+            + ',"unreadable":0,"missed":0,"incomplete":0,'
             '"final":true}',
             "bad_number",
         ),
         (
-            '{"k":"s","received":1,"dropped":2147483648,"unreadable":0,"missed":0,"final":true}',
+            '{"k":"s","received":1,"dropped":2147483648,"unreadable":0,"missed":0,"incomplete":0,"final":true}',
             "bad_field",
         ),
         ('{"k":"end","frames":4294967296}', "bad_field"),

@@ -138,3 +138,27 @@ def test_detector_returns_none_without_a_ball() -> None:
     assert detect.locate(np.zeros((10, 640), np.uint8)) is None
     noise = np.random.default_rng(2).normal(16, 2, (480, 640)).clip(0, 255).astype(np.uint8)
     assert detect.locate(noise) is None
+
+
+def test_grain_is_faint_deterministic_and_new_every_frame() -> None:
+    grain = render.Grain(320, 240)
+    first = grain.pattern(5, MARKER_BAND_PX)
+    assert first.shape == (240 - MARKER_BAND_PX, 320)
+    assert int(first.max()) == render.GRAIN_LEVELS and int(first.min()) == 0
+    assert np.array_equal(first, render.Grain(320, 240).pattern(5, MARKER_BAND_PX))
+    following = grain.pattern(6, MARKER_BAND_PX).astype(np.int16)
+    assert np.corrcoef(first.ravel(), following.ravel())[0, 1] < 0.05
+
+
+@pytest.mark.parametrize("index", range(8))
+def test_the_detector_and_marker_ignore_the_grain(index: int) -> None:
+    position = Position(123.4 + 17 * index, 201.7 + 9 * index)
+    bgr = render.draw(position, 20, 640, 480, frame_index=index)
+    # limited-range luma as the encoder gets it, with the grain the server adds
+    limited = (16 + cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).astype(np.float32) * 219 / 255).round()
+    luma_frame = limited.astype(np.uint8)
+    render.Grain(640, 480).add_to(luma_frame, index, MARKER_BAND_PX)
+    assert marker.read(luma_frame) == index
+    found = detect.locate(luma_frame)
+    assert found is not None
+    assert found == pytest.approx((position.x, position.y), abs=0.05)
