@@ -29,6 +29,17 @@ SUMMARY_KEYS: tuple[str, ...] = (
     "latency_ms_p95",
 )
 """Keys of the server's summary JSON, the ConfigMap's metrics and the status' metrics."""
+SUMMARY_EXTRA_KEYS: tuple[str, ...] = ("session", "client")
+"""Keys the summary document adds after SUMMARY_KEYS: the session parameters (SessionSpec
+fields) and the client's last counters (null until the client reported)."""
+CLIENT_COUNTER_KEYS: tuple[str, ...] = (
+    "received",
+    "dropped",
+    "unreadable",
+    "no_ball",
+    "incomplete",
+    "final",
+)
 
 Codec = Literal["VP8", "H264"]
 CODECS: tuple[Codec, ...] = ("VP8", "H264")

@@ -11,9 +11,17 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from peers.config import SUMMARY_KEYS
+from peers.config import SUMMARY_KEYS, SessionSpec
+from peers.protocol import ClientStats
 
-__all__ = ["SUMMARY_KEYS", "SessionStats", "euclidean", "format_summary", "percentile"]
+__all__ = [
+    "SUMMARY_KEYS",
+    "SessionStats",
+    "euclidean",
+    "format_summary",
+    "percentile",
+    "summary_document",
+]
 
 
 def euclidean(ax: float, ay: float, bx: float, by: float) -> float:
@@ -85,6 +93,24 @@ class SessionStats:
             "latency_ms_p50": _rounded(percentile(latencies_ms, 50), 2),
             "latency_ms_p95": _rounded(percentile(latencies_ms, 95), 2),
         }
+
+
+def summary_document(
+    summary: dict[str, Any], spec: SessionSpec, client: ClientStats | None
+) -> dict[str, Any]:
+    """The summary's SUMMARY_KEYS, then `session` (the parameters) and `client` (its last
+    accepted counters, None if it never reported): what --summary-json and the ConfigMap get."""
+    counters = None
+    if client is not None:
+        counters = {
+            "received": client.received,
+            "dropped": client.dropped,
+            "unreadable": client.unreadable,
+            "no_ball": client.missed,
+            "incomplete": client.incomplete,
+            "final": client.final,
+        }
+    return {**summary, "session": spec.model_dump(), "client": counters}
 
 
 def format_summary(summary: dict[str, Any]) -> str:

@@ -29,7 +29,8 @@ from peers.config import CODECS, MARKER_BAND_PX, SessionSpec
 from peers.link import LinkMonitor
 from peers.liveness import Stall
 from peers.matching import CoordinateMatcher, Match
-from peers.metrics import format_summary
+from peers.metrics import format_summary, summary_document
+from peers.series_writer import SeriesError, SeriesWriter
 from peers.session import (
     NoPeer,
     PeerFailure,
@@ -135,6 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
         "directory; checked before the session starts)",
     )
     parser.add_argument(
+        "--series",
+        type=Path,
+        metavar="PATH",
+        help="write one JSON line per frame sent to PATH (truth, detection, error, latency, "
+        "outcome; docs/CONTRACTS.md)",
+    )
+    parser.add_argument(
         "--metrics-interval",
         type=cli.number(0, MAX_METRICS_INTERVAL_S, above=True),
         default=2.0,
@@ -166,24 +174,28 @@ def spec_from_args(args: argparse.Namespace) -> SessionSpec:
         raise cli.UsageError(cli.describe_validation_error(exc, FLAG_NAMES)) from None
 
 
-def check_summary_path(path: Path) -> None:
+def check_output_path(flag: str, path: Path) -> None:
     """UsageError unless `path` can be written as a file (checked before any session)."""
     if path.is_dir():
-        raise cli.UsageError(f"--summary-json {path}: is a directory")
+        raise cli.UsageError(f"{flag} {path}: is a directory")
     if not path.parent.is_dir():
-        raise cli.UsageError(f"--summary-json {path}: directory does not exist")
+        raise cli.UsageError(f"{flag} {path}: directory does not exist")
     if path.exists() and not os.access(path, os.W_OK):
-        raise cli.UsageError(f"--summary-json {path}: file is not writable")
+        raise cli.UsageError(f"{flag} {path}: file is not writable")
     if not path.exists() and not os.access(path.parent, os.W_OK | os.X_OK):
-        raise cli.UsageError(f"--summary-json {path}: directory is not writable")
+        raise cli.UsageError(f"{flag} {path}: directory is not writable")
+
+
+OUTPUT_FLAGS = {"summary_json": "--summary-json", "series": "--series"}
 
 
 def validate_args(args: argparse.Namespace) -> SessionSpec:
     """Check every flag up front so a bad value fails before any network activity."""
     spec = spec_from_args(args)
     cli.validate_common_arguments(args)
-    if args.summary_json is not None:
-        check_summary_path(args.summary_json)
+    for name, flag in OUTPUT_FLAGS.items():
+        if getattr(args, name) is not None:
+            check_output_path(flag, getattr(args, name))
     return spec
 
 
@@ -197,13 +209,19 @@ class Server:
             spec.width, spec.height, spec.radius, spec.speed, spec.fps, seed=spec.seed
         )
         self.matcher = CoordinateMatcher(self.model)
+        self.series: SeriesWriter | None = None
+        if args.series is not None:
+            try:
+                self.series = SeriesWriter(args.series, spec, self.model)
+            except SeriesError as exc:
+                raise cli.UsageError(str(exc)) from None
         self.signaling = signaling.create("offer", args)
         self.pc = new_peer_connection(cli.parse_ice_servers(args.ice_servers))
         self.track = BallTrack(
             self.model,
             max_frames=spec.frames,
             max_seconds=spec.duration_seconds,
-            on_sent=self.matcher.on_frame_sent,
+            on_sent=self.matcher.on_frame_sent if self.series is None else self._on_sent,
         )
         self.handler_errors: Counter[str] = Counter()
         self.channel = PeerChannel(self._on_message, self.handler_errors)
@@ -233,9 +251,16 @@ class Server:
         elif state in ("failed", "closed"):
             self.lost.set()
 
+    def _on_sent(self, index: int, now: float) -> None:
+        self.matcher.on_frame_sent(index, now)
+        if self.series is not None:
+            self.series.on_sent(index, now)
+
     def _on_message(self, message: object) -> None:
         result = self.matcher.on_message(message, time.monotonic())
         if isinstance(result, Match):
+            if self.series is not None:
+                self.series.on_match(result)
             if self.args.verbose:
                 print(
                     f"frame {result.frame:6d}  detected ({result.detected.x:8.3f}, "
@@ -285,13 +310,14 @@ class Server:
         self.link.codec = codec
 
     def summary(self) -> dict[str, Any]:
-        """The summary as it stands: SUMMARY_KEYS then LINK_SUMMARY_KEYS."""
+        """The summary as it stands: SUMMARY_KEYS, LINK_SUMMARY_KEYS, then the session
+        parameters and the client's counters (peers.metrics.summary_document)."""
         stats = self.matcher.stats
         streaming_s = None
         if stats.first_frame_at is not None and stats.last_frame_at is not None:
             streaming_s = stats.last_frame_at - stats.first_frame_at + 1.0 / self.spec.fps
         client = self.matcher.client
-        return {
+        measured = {
             **stats.summary(),
             **self.link.summary(
                 streaming_s,
@@ -299,6 +325,7 @@ class Server:
                 None if client is None else client.incomplete,
             ),
         }
+        return summary_document(measured, self.spec, client)
 
     def _report(self, now: float) -> None:
         summary = self.matcher.stats.summary()
@@ -343,6 +370,8 @@ class Server:
     async def _tick(self, now: float) -> None:
         await self.link.sample()
         self._report(now)
+        if self.series is not None:
+            self.series.flush(now)
         if now - self._last_publish >= self.args.metrics_interval:
             self._last_publish = now
             await self._publish(final=False)
@@ -424,7 +453,12 @@ class Server:
         await channel_opens(self.channel.opened, stop)
         self._last_publish = time.monotonic()
         failure = await self._session(stop)
-        await self._write_summary()
+        summary = await self._write_summary()
+        if self.series is not None:
+            try:
+                await self.series.close(summary)
+            except SeriesError as exc:
+                raise PeerFailure(str(exc)) from None
         await self._publish(final=True)
         return failure
 
@@ -432,6 +466,9 @@ class Server:
         """Close the track, the peer connection and signaling."""
         if not self.track.finished.is_set():
             self.track.finish()
+        if self.series is not None:
+            with contextlib.suppress(SeriesError):
+                await self.series.close(None)
         await self.channel.stop()
         await self.pc.close()
         await self.signaling.close()

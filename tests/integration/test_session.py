@@ -29,7 +29,7 @@ from loopback import (
 from peers import aiortc_internals, cli, encoders
 from peers import client as client_mod
 from peers import server as server_mod
-from peers.config import LINK_SUMMARY_KEYS, LinkSummary
+from peers.config import LINK_SUMMARY_KEYS, SUMMARY_EXTRA_KEYS, LinkSummary
 from peers.metrics import SUMMARY_KEYS
 from peers.track import BallTrack
 
@@ -53,7 +53,10 @@ def test_a_full_session_is_accurate_and_leaves_nothing_behind(tmp_path: Path) ->
     assert server.code == 0, server.stderr
     assert client.code == 0, client.stderr
     summary = session.summary()
-    assert tuple(summary) == SUMMARY_KEYS + LINK_SUMMARY_KEYS
+    assert tuple(summary) == SUMMARY_KEYS + LINK_SUMMARY_KEYS + SUMMARY_EXTRA_KEYS
+    assert summary["session"]["frames"] == 180 and summary["session"]["width"] == 640
+    assert summary["client"]["final"] is True
+    assert summary["client"]["received"] >= summary["frames_matched"]
     assert summary["frames_sent"] == 180
     assert summary["frames_matched"] >= 0.95 * summary["frames_sent"]
     assert summary["mean_error_px"] < 0.25

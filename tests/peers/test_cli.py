@@ -44,6 +44,8 @@ def free_port() -> str:
         ("server", ["answer"], "invalid choice: 'answer'"),
         ("server", ["--connect-timeout", "0"], "--connect-timeout"),
         ("server", ["--summary-json", "/nonexistent/dir/s.json"], "directory does not exist"),
+        ("server", ["--series", "/nonexistent/dir/s.jsonl"], "--series /nonexistent/dir"),
+        ("server", ["--series", "/tmp"], "--series /tmp: is a directory"),
         ("server", ["--signaling", "carrier-pigeon"], "invalid choice"),
         ("server", ["--signaling", "configmap"], "needs --configmap"),
         ("server", ["--signaling-port", "70000"], "not a TCP port"),
