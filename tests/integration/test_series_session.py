@@ -31,5 +31,6 @@ def test_series_has_every_frame_and_agrees_with_the_summary(tmp_path: Path) -> N
     assert abs(sum(errors) / len(errors) - summary["mean_error_px"]) < 1e-3
     assert all(r.latency_ms is not None and 0 < r.latency_ms < 2000 for r in matched)
     times = [r.t_s for r in read.frames]
-    assert times[0] == 0.0 and 2.5 < times[-1] < 3.5 and times == sorted(times)
+    assert times[0] == 0.0 and times == sorted(times)
+    assert times[-1] >= 89 / 30 - 1e-3  # paced: a frame never leaves before its time
     assert read.summary == summary
