@@ -98,7 +98,7 @@ class SessionStats:
 def summary_document(
     summary: dict[str, Any], spec: SessionSpec, client: ClientStats | None
 ) -> dict[str, Any]:
-    """The summary's SUMMARY_KEYS, then `session` (the parameters) and `client` (its last
+    """The measured keys (`summary`), then `session` (the parameters) and `client` (its last
     accepted counters, None if it never reported): what --summary-json and the ConfigMap get."""
     counters = None
     if client is not None:
