@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help install lock test lint demo bench bench-peers bench-operator clean \
+.PHONY: help install install-gui test-tools lock test lint demo bench bench-peers bench-operator clean \
 	cluster-up cluster-down e2e-local
 
 help:  ## list targets
@@ -30,18 +30,35 @@ install: $(PY)  ## create .venv and install the project (editable) with the pinn
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(PY) -m pip check
 
+# The GUI build of OpenCV (opencv-python) in place of the headless one, for --display: its own
+# venv, so `make install` stays headless (and CI tests both). The window is opened before
+# aiortc is imported (peers/display.py). Same lock, one swap: requirements/gui.txt.
+GUI_VENV ?= .venv-gui
+GUI_PY := $(GUI_VENV)/bin/python
+
+install-gui:  ## .venv-gui: the project like `make install`, with OpenCV's GUI build (for --display)
+	test -x $(GUI_PY) || $(PYTHON) -m venv $(GUI_VENV)
+	$(GUI_PY) -m pip install --quiet --require-hashes --no-deps -r $(LOCK_DIR)/test.txt
+	$(GUI_PY) -m pip uninstall --quiet -y opencv-python-headless
+	$(GUI_PY) -m pip install --quiet --require-hashes --no-deps -r $(LOCK_DIR)/gui.txt
+	$(GUI_PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(GUI_PY) -c 'import cv2, sys; gui = [l for l in cv2.getBuildInformation().splitlines() if l.strip().startswith("GUI:")]; print("OpenCV", cv2.__version__, gui[0].strip() if gui else "GUI: ?")'
+
+test-tools:  ## Debian packages the browser, display and compose tests use (chromium, xvfb, docker-compose; root)
+	scripts/install-test-tools.sh
+
 lock:  ## re-pin requirements/*.txt (hashed) from pyproject.toml; UPGRADE=1 takes the newest releases
 	rm -rf $(LOCK_VENV)
 	$(PYTHON) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/pip install --quiet pip-tools==$(PIP_TOOLS_VERSION)
-	cd $(LOCK_DIR) && for extra in test peer operator; do \
+	cd $(LOCK_DIR) && for extra in test peer operator gui; do \
 		if [ $$extra = test ]; then constraint=; else constraint="-c test.txt"; fi; \
 		env -u PIP_FIND_LINKS CUSTOM_COMPILE_COMMAND="make lock" ../$(LOCK_VENV)/bin/pip-compile $(LOCK_FLAGS) --extra $$extra \
 			$$constraint -o $$extra.txt ../pyproject.toml build.in 2>../$(LOCK_VENV)/pip-compile.log \
 			|| { tail -20 ../$(LOCK_VENV)/pip-compile.log >&2; exit 1; }; \
 	done
 	rm -rf $(LOCK_VENV)
-	@grep -cE '^[a-z0-9]' $(LOCK_DIR)/{test,peer,operator}.txt
+	@grep -cE '^[a-z0-9]' $(LOCK_DIR)/{test,peer,operator,gui}.txt
 
 test:  ## run the test suite (the README's test command)
 	$(PY) -m pytest $(PYTEST_ARGS)

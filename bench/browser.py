@@ -144,7 +144,9 @@ class Chromium:
         self._ids += 1
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._replies[self._ids] = future
-        await self._ws.send_str(json.dumps({"id": self._ids, "method": method, "params": params or {}}))
+        await self._ws.send_str(
+            json.dumps({"id": self._ids, "method": method, "params": params or {}})
+        )
         async with asyncio.timeout(timeout):
             reply = await future
         if "error" in reply:

@@ -30,7 +30,7 @@ from peers.link import LinkMonitor
 from peers.liveness import Stall
 from peers.matching import CoordinateMatcher, Match
 from peers.metrics import format_summary, summary_document
-from peers.series_writer import SeriesError, SeriesWriter
+from peers.outputs import OutputError, SessionOutputs, report_unavailable
 from peers.session import (
     NoPeer,
     PeerFailure,
@@ -143,6 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
         "outcome; docs/CONTRACTS.md)",
     )
     parser.add_argument(
+        "--report",
+        type=Path,
+        metavar="PATH.html",
+        help="at the end, write a self-contained HTML report (plots and frames inline) to "
+        "PATH.html (needs matplotlib: the `report` extra)",
+    )
+    parser.add_argument(
         "--metrics-interval",
         type=cli.number(0, MAX_METRICS_INTERVAL_S, above=True),
         default=2.0,
@@ -186,7 +193,7 @@ def check_output_path(flag: str, path: Path) -> None:
         raise cli.UsageError(f"{flag} {path}: directory is not writable")
 
 
-OUTPUT_FLAGS = {"summary_json": "--summary-json", "series": "--series"}
+OUTPUT_FLAGS = {"summary_json": "--summary-json", "series": "--series", "report": "--report"}
 
 
 def validate_args(args: argparse.Namespace) -> SessionSpec:
@@ -196,6 +203,8 @@ def validate_args(args: argparse.Namespace) -> SessionSpec:
     for name, flag in OUTPUT_FLAGS.items():
         if getattr(args, name) is not None:
             check_output_path(flag, getattr(args, name))
+    if args.report is not None and (problem := report_unavailable()):
+        raise cli.UsageError(problem)
     return spec
 
 
@@ -209,12 +218,11 @@ class Server:
             spec.width, spec.height, spec.radius, spec.speed, spec.fps, seed=spec.seed
         )
         self.matcher = CoordinateMatcher(self.model)
-        self.series: SeriesWriter | None = None
-        if args.series is not None:
-            try:
-                self.series = SeriesWriter(args.series, spec, self.model)
-            except SeriesError as exc:
-                raise cli.UsageError(str(exc)) from None
+        try:
+            self.outputs = SessionOutputs(args.series, args.report, spec, self.model)
+        except OutputError as exc:
+            raise cli.UsageError(str(exc)) from None
+        self.series = self.outputs.writer
         self.signaling = signaling.create("offer", args)
         self.pc = new_peer_connection(cli.parse_ice_servers(args.ice_servers))
         self.track = BallTrack(
@@ -454,21 +462,20 @@ class Server:
         self._last_publish = time.monotonic()
         failure = await self._session(stop)
         summary = await self._write_summary()
-        if self.series is not None:
-            try:
-                await self.series.close(summary)
-            except SeriesError as exc:
-                raise PeerFailure(str(exc)) from None
         await self._publish(final=True)
+        try:
+            await self.outputs.finish(summary)
+        except OutputError as exc:
+            raise PeerFailure(str(exc)) from None
+        if self.args.report is not None:
+            print(f"report written to {self.args.report}", flush=True)
         return failure
 
     async def close(self) -> None:
         """Close the track, the peer connection and signaling."""
         if not self.track.finished.is_set():
             self.track.finish()
-        if self.series is not None:
-            with contextlib.suppress(SeriesError):
-                await self.series.close(None)
+        await self.outputs.close()
         await self.channel.stop()
         await self.pc.close()
         await self.signaling.close()

@@ -31,7 +31,7 @@ def direct_requirements(extra: str) -> list[Requirement]:
     return found
 
 
-@pytest.mark.parametrize("extra", ["test", "peer", "operator"])
+@pytest.mark.parametrize("extra", ["test", "peer", "operator", "gui"])
 def test_each_lock_pins_every_requirement_of_its_extra_within_its_range(extra: str) -> None:
     pins = locked_versions(extra)
     for requirement in [*direct_requirements(extra), *BUILD_TOOLS]:
@@ -52,6 +52,14 @@ def test_the_image_locks_agree_with_the_test_lock(extra: str) -> None:
         if test_pins.get(name) != version
     }
     assert not differ, f"requirements/{extra}.txt differs from test.txt: {differ}"
+
+
+def test_the_gui_lock_swaps_in_the_same_opencv_with_a_gui() -> None:
+    """`make install-gui` replaces opencv-python-headless by opencv-python of one version."""
+    gui, test = locked_versions("gui"), locked_versions("test")
+    assert gui["opencv-python"] == test["opencv-python-headless"]
+    shared = {name: version for name, version in gui.items() if name != "opencv-python"}
+    assert shared == {name: test[name] for name in shared}
 
 
 def test_this_environment_has_exactly_the_locked_versions() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from loopback import finish, start_session
 
 from peers import series
@@ -35,3 +36,19 @@ def test_series_has_every_frame_and_agrees_with_the_summary(tmp_path: Path) -> N
     assert times[-1] >= 2.5  # paced at 30 fps: frame 89 leaves no earlier than 2.97 s after
     # the start; t_s counts from frame 0 leaving, after its (first, slowest) render
     assert read.summary == summary
+
+
+def test_report_from_a_real_session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))  # where the server keeps its temporary series
+    out = tmp_path / "report.html"
+    session = start_session(tmp_path, ["--frames", "60", "--report", str(out)])
+    server, client = finish(session.server, 120), finish(session.client)
+    assert server.code == client.code == 0, server.stderr + client.stderr
+    assert f"report written to {out}" in server.stdout
+    html = out.read_text()
+    assert html.count('src="data:image/png;base64,') == 5
+    assert "http:" not in html and "https:" not in html and "<script" not in html
+    assert f"<th>frames_sent</th><td>{session.summary()['frames_sent']}</td>" in html
+    assert list(scratch.iterdir()) == []  # the temporary series is gone

@@ -46,6 +46,7 @@ def free_port() -> str:
         ("server", ["--summary-json", "/nonexistent/dir/s.json"], "directory does not exist"),
         ("server", ["--series", "/nonexistent/dir/s.jsonl"], "--series /nonexistent/dir"),
         ("server", ["--series", "/tmp"], "--series /tmp: is a directory"),
+        ("server", ["--report", "/nonexistent/r.html"], "--report /nonexistent/r.html"),
         ("server", ["--signaling", "carrier-pigeon"], "invalid choice"),
         ("server", ["--signaling", "configmap"], "needs --configmap"),
         ("server", ["--signaling-port", "70000"], "not a TCP port"),

@@ -40,16 +40,16 @@ def make_series(with_samples: bool) -> list[str]:
         outcome = OUTCOMES[i % 10]
         matched = outcome == series.MATCHED
         error = float(abs(rng.normal(0, 0.05))) if matched else None
-        record = FrameRecord(i, i / 30, truth.x, truth.y, truth.x + (error or 0) if matched else None,
-                             truth.y if matched else None, error, 38.0 + i % 5 if matched else None,
-                             outcome)  # fmt: skip
+        x, y = (truth.x + (error or 0.0), truth.y) if matched else (None, None)
+        latency = 38.0 + i % 5 if matched else None
+        record = FrameRecord(i, i / 30, truth.x, truth.y, x, y, error, latency, outcome)
         lines.append(series.frame_line(record))
     if with_samples:
         for i in (0, 30, 60, 90):
             truth = MODEL.position(i)
             grey = cv2.cvtColor(draw(truth, 12, 320, 240, frame_index=i), cv2.COLOR_BGR2GRAY)
             x0, y0 = int(truth.x) - 24, int(truth.y) - 24
-            ok, png = cv2.imencode(".png", grey[y0 : y0 + 48, x0 : x0 + 48])
+            _, png = cv2.imencode(".png", grey[y0 : y0 + 48, x0 : x0 + 48])
             lines.append(series.sample_line(Sample(i, x0, y0, 1.0, bytes(png))))
     summary = {key: 1 for key in SUMMARY_KEYS} | {"client": {"received": 120, "final": True}}
     lines.append(series.summary_line(summary))
@@ -178,3 +178,19 @@ def test_the_report_renders_offline_in_chromium(tmp_path: Path) -> None:
     assert shot.shape[0] > 1500  # the whole page, every plot drawn
     assert has_colour(shot, report.TRUTH_COLOUR, at_least=200)
     assert has_colour(shot, "#1565c0")
+
+
+def test_without_matplotlib_report_is_refused_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails
+    assert report.main([str(tmp_path / "s.jsonl"), "-o", str(tmp_path / "r.html")]) == 2
+    assert capsys.readouterr().err == (
+        "python -m peers.report: error: matplotlib is not installed "
+        "(pip install 'rebound[report]')\n"
+    )
+    from peers.outputs import report_unavailable
+
+    assert report_unavailable() == (
+        "--report needs matplotlib: matplotlib is not installed (pip install 'rebound[report]')"
+    )
