@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from bench.machine import describe
+from bench.progress import say
 from bench.sessions import FAILURES, detect_failure, run_session
 from peers.ball import BallModel
 from peers.render import draw
@@ -94,7 +95,9 @@ def detector_table(seconds: float) -> str:
         "|---|---:|---:|",
     ]
     for width, height in SIZES:
+        say(f"detector {width}x{height}: process_a's work alone, {seconds:g} s")
         alone = detector_in_process(width, height, seconds)
+        say(f"detector {width}x{height}: queue -> process_a -> loop, 2000 frames")
         pipeline, _ = asyncio.run(_pipeline(width, height, 2000))
         rows.append(f"| {width}x{height} | {alone:,.0f} | {pipeline:,.0f} |")
     return "\n".join(rows)
@@ -112,7 +115,9 @@ def session_table(configs: list[tuple[int, int, int, int]]) -> str:
         "| latency p50 / p95 (ms) | RSS server / client (MB) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for width, height, fps, seconds in configs:
+    for number, (width, height, fps, seconds) in enumerate(configs, 1):
+        label = f"session {number}/{len(configs)} {width}x{height}@{fps}"
+        say(f"{label}: {seconds} s over loopback")
         s = run_session(
             [
                 "--width",
@@ -125,6 +130,7 @@ def session_table(configs: list[tuple[int, int, int, int]]) -> str:
                 str(seconds),
             ],
             timeout=seconds + 120,
+            label=label,
         )
         sent = s["frames_sent"]
         ratio = 100.0 * s["frames_matched"] / sent if sent else 0.0
@@ -145,7 +151,8 @@ def failure_table() -> str:
         "| failure (after 5 s of streaming) | noticed by | after (s) | exit | message |",
         "|---|---|---:|---:|---|",
     ]
-    for failure in FAILURES:
+    for number, failure in enumerate(FAILURES, 1):
+        say(f"failure {number}/{len(FAILURES)}: {failure} after 5 s of streaming")
         r = detect_failure(failure)
         rows.append(
             f"| {failure} | {r['peer']} | {r['seconds']:.1f} | {r['code']} | {r['message']} |"

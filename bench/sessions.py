@@ -10,11 +10,14 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import psutil
+
+from bench.progress import Every, say
 
 
 def free_port() -> int:
@@ -33,10 +36,23 @@ def _peak_rss(proc: subprocess.Popen[Any], peak: dict[int, int]) -> None:
     peak[proc.pid] = max(peak.get(proc.pid, 0), total)
 
 
+def _keep_last_progress(stream: IO[str], last: list[str]) -> None:
+    for line in stream:
+        if line.startswith("sent "):
+            last[:] = [line.strip()]
+
+
 def run_session(
-    server_args: list[str], *, show_output: bool = False, timeout: float = 600
+    server_args: list[str],
+    *,
+    show_output: bool = False,
+    timeout: float = 600,
+    label: str = "session",
 ) -> dict[str, Any]:
-    """One complete session; returns the summary plus `server_rss_mb` / `client_rss_mb`."""
+    """One complete session; returns the summary plus `server_rss_mb` / `client_rss_mb`.
+
+    Every 5 s it says on stderr how far the server is (its own progress line).
+    """
     port = str(free_port())
     with tempfile.TemporaryDirectory() as tmp:
         summary_path = Path(tmp) / "summary.json"
@@ -55,9 +71,15 @@ def run_session(
                 str(summary_path),
                 *server_args,
             ],
-            stdout=out,
+            stdout=None if show_output else subprocess.PIPE,
             stderr=out,
+            text=True,
         )
+        last: list[str] = []
+        if server.stdout is not None:
+            threading.Thread(
+                target=_keep_last_progress, args=(server.stdout, last), daemon=True
+            ).start()
         client = subprocess.Popen(
             [
                 sys.executable,
@@ -74,10 +96,13 @@ def run_session(
         )
         peak: dict[int, int] = {}
         deadline = time.monotonic() + timeout
+        every = Every(5.0)
         try:
             while server.poll() is None and time.monotonic() < deadline:
                 _peak_rss(server, peak)
                 _peak_rss(client, peak)
+                if every.due():
+                    say(f"{label}: {last[0] if last else 'connecting'}")
                 time.sleep(0.5)
             server.wait(max(1.0, deadline - time.monotonic()))
             client.wait(30)

@@ -24,6 +24,7 @@ from aiortc.mediastreams import MediaStreamError
 from peers import cli, protocol, sctp_guard, signaling
 from peers.channel import LABEL, PeerChannel
 from peers.liveness import Stall
+from peers.progress import Progress
 from peers.session import (
     NoPeer,
     PeerFailure,
@@ -140,6 +141,7 @@ class Client:
         self.final_sent = False
         self.stall = Stall()
         self._last_stats = 0.0
+        self.progress = Progress()
         self._consumer: asyncio.Task[None] | None = None
         self._display = bool(args.display) and gui_available()
         if args.display and not self._display:
@@ -276,6 +278,14 @@ class Client:
         if now - self._last_stats >= STATS_INTERVAL_S and not self.final_sent:
             self._last_stats = now
             self.channel.send(protocol.encode_stats(self.stats(final=False)))
+        if not self.args.verbose and self.accepting and self.progress.due(now):
+            s = self.stats(final=False)
+            fps = self.progress.rate(s.received, now)
+            print(
+                f"received {s.received:6d} ({fps:5.1f} fps)  coordinates sent {self.sent:6d}  "
+                f"dropped {s.dropped}  unreadable {s.unreadable}  no ball {s.missed}",
+                flush=True,
+            )
 
     async def _settle_after_end(self) -> None:
         """Let in-flight frames arrive and process_a finish before the final counters."""
