@@ -47,6 +47,7 @@ from peers.session import (
 )
 from peers.signaling.base import SignalingError
 from peers.track import BallTrack
+from peers.view import LiveView, Snapshot, ViewError
 
 log = logging.getLogger("rebound.server")
 
@@ -149,6 +150,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="at the end, write a self-contained HTML report (plots and frames inline) to "
         "PATH.html (needs matplotlib: the `report` extra)",
     )
+    view = parser.add_argument_group("live view")
+    view.add_argument(
+        "--view-port",
+        type=cli.port_number,
+        metavar="N",
+        help="serve a live view (video, truth, detection, running numbers) on "
+        "http://127.0.0.1:N/ (0: any free port, printed)",
+    )
+    view.add_argument(
+        "--view-host",
+        default="127.0.0.1",
+        metavar="ADDR",
+        help="address the live view listens on; 0.0.0.0 shows it to the whole network "
+        "(kubectl port-forward works with the default)",
+    )
     parser.add_argument(
         "--metrics-interval",
         type=cli.number(0, MAX_METRICS_INTERVAL_S, above=True),
@@ -223,6 +239,13 @@ class Server:
         except OutputError as exc:
             raise cli.UsageError(str(exc)) from None
         self.series = self.outputs.writer
+        self.phase = "waiting for the client"
+        self.last_match: Match | None = None
+        self.view: LiveView | None = None
+        if args.view_port is not None:
+            self.view = LiveView(
+                self.model, self._snapshot, host=args.view_host, port=args.view_port, fps=spec.fps
+            )
         self.signaling = signaling.create("offer", args)
         self.pc = new_peer_connection(cli.parse_ice_servers(args.ice_servers))
         self.track = BallTrack(
@@ -267,6 +290,7 @@ class Server:
     def _on_message(self, message: object) -> None:
         result = self.matcher.on_message(message, time.monotonic())
         if isinstance(result, Match):
+            self.last_match = result
             if self.series is not None:
                 self.series.on_match(result)
             if self.args.verbose:
@@ -448,8 +472,29 @@ class Server:
             self._run(stop), prog=PROG, signaling=self.signaling, close=self.close
         )
 
+    def _snapshot(self) -> Snapshot:
+        stats = self.matcher.stats
+        return Snapshot(
+            self.phase,
+            stats.frames_sent,
+            stats.errors_px,
+            stats.latencies_s,
+            stats.frames_dropped_by_client,
+            self.last_match,
+        )
+
+    async def _start_view(self) -> None:
+        if self.view is None:
+            return
+        try:
+            await self.view.start()
+        except ViewError as exc:
+            raise cli.UsageError(str(exc)) from None
+        print(f"live view: {self.view.url}", flush=True)
+
     async def _run(self, stop: asyncio.Event) -> str | None:
         await prepare(self.signaling, stop)
+        await self._start_view()
         await within(self._offer(), stop)
         timeout = self.args.connect_timeout
         await within(
@@ -460,7 +505,9 @@ class Server:
         )
         await channel_opens(self.channel.opened, stop)
         self._last_publish = time.monotonic()
+        self.phase = "streaming"
         failure = await self._session(stop)
+        self.phase = "ended" if failure is None else "failed"
         summary = await self._write_summary()
         await self._publish(final=True)
         try:
@@ -476,6 +523,8 @@ class Server:
         if not self.track.finished.is_set():
             self.track.finish()
         await self.outputs.close()
+        if self.view is not None:
+            await self.view.stop()
         await self.channel.stop()
         await self.pc.close()
         await self.signaling.close()
