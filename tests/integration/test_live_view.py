@@ -94,6 +94,10 @@ def test_a_taken_view_port_is_one_line_and_exit_2(tmp_path: Path) -> None:
         server = peer("server", "--signaling-port", str(free_port()), "--view-port", str(port))
         done = finish(server, 60)
     assert done.code == 2
-    assert done.stderr.strip().splitlines()[-1].startswith(
-        f"python -m peers.server: error: --view-port {port}: cannot listen on 127.0.0.1"
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            f"python -m peers.server: error: --view-port {port}: cannot listen on 127.0.0.1"
+        )
     )
