@@ -66,7 +66,7 @@ test:  ## run the test suite (the README's test command)
 lint:  ## ruff + mypy
 	$(VENV)/bin/ruff check peers operator tests bench e2e
 	$(VENV)/bin/ruff format --check peers operator tests bench e2e
-	$(VENV)/bin/mypy peers operator/rebound_operator e2e/localcluster
+	$(VENV)/bin/mypy peers operator/rebound_operator e2e/localcluster e2e/capacity.py
 
 demo:  ## a ~10 s local session, both peers on 127.0.0.1, printing the summary
 	$(PY) -m bench.demo

@@ -14,9 +14,11 @@ import signal
 import subprocess
 from typing import Any
 
+import yaml
+from capacity import Room, Sizing, free_room, size_sessions
+
 NS = "rebound-sessions"
 OPERATOR_NS = "rebound-system"
-KIND_NODE = "rebound-control-plane"
 
 
 def run(
@@ -143,15 +145,36 @@ def container_id(pod: dict[str, Any]) -> str:
 
 
 def kill_container(pod: dict[str, Any]) -> None:
-    """SIGKILL the pod's container: directly on the process node, via crictl on kind."""
+    """SIGKILL the pod's container: directly on the process node, via crictl in the node it
+    runs on (a kind node is a docker container named after the node) on kind."""
     cid = container_id(pod)
     runtime, _, ident = cid.partition("://")
     if runtime == "process":
         os.kill(int(ident), signal.SIGKILL)
     elif runtime == "containerd":
-        run("docker", "exec", KIND_NODE, "crictl", "stop", "--timeout", "0", ident)
+        node = (pod.get("spec") or {}).get("nodeName")
+        assert node, f"pod {pod['metadata']['name']} is not bound to a node"
+        run("docker", "exec", node, "crictl", "stop", "--timeout", "0", ident)
     else:
         raise AssertionError(f"cannot kill container {cid!r}")
+
+
+def cluster_room() -> list[Room]:
+    """What each schedulable node has left for new pods, roomiest first."""
+    nodes = kubectl_json("get", "nodes")["items"]
+    pods = kubectl_json("get", "pods", "--all-namespaces")["items"]
+    return free_room(nodes, pods)
+
+
+def fitted(spec: str, sessions: int = 1) -> tuple[str, Sizing]:
+    """`spec` (flow YAML) with `resources` such that `sessions` such sessions fit the
+    cluster at once (unchanged where the default requests fit), and the sizing used."""
+    sizing = size_sessions(cluster_room(), sessions)
+    if sizing.resources is None:
+        return spec, sizing
+    fields = dict(yaml.safe_load(spec) or {})
+    fields.setdefault("resources", sizing.resources)
+    return json.dumps(fields), sizing
 
 
 def process_alive(cid: str) -> bool:

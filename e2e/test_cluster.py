@@ -16,6 +16,7 @@ from helpers import (
     apply,
     container_id,
     dump,
+    fitted,
     json_lines,
     kill_container,
     kubectl,
@@ -35,9 +36,12 @@ UNLIMITED = "{frames: 0, durationSeconds: 0, activeDeadlineSeconds: 0}"
 CHILD_KINDS = "pods,configmaps,serviceaccounts,roles,rolebindings,networkpolicies"
 
 
-def start(sessions: list[str], spec: str, prefix: str = "e2e") -> str:
+def start(sessions: list[str], spec: str, prefix: str = "e2e", *, fit: bool = True) -> str:
+    """Create a BallSession; with `fit`, with requests the cluster has room for now."""
     name = new_name(prefix)
     sessions.append(name)
+    if fit:
+        spec, _ = fitted(spec)
     result = apply(session_yaml(name, spec))
     assert result.returncode == 0, result.stderr
     return name
@@ -172,9 +176,14 @@ def test_the_operator_pod_is_replaced_and_resumes_the_session(sessions: list[str
 
 
 def test_twenty_sessions_at_once_all_succeed(sessions: list[str]) -> None:
+    """Twenty at once, each asking for a twentieth of the room the nodes have (the default
+    requests where they fit: 20 CPUs for the peers)."""
     spec = "{width: 320, height: 240, radius: 12, fps: 15, frames: 90, maxMeanErrorPx: 1.0}"
+    spec, sizing = fitted(spec, sessions=20)
+    assert sizing.sessions == 20, f"the nodes have no room for 20 sessions: {sizing}"
+    print(f"20 sessions, resources: {sizing.resources or 'the defaults'}")
     with ThreadPoolExecutor(8) as pool:
-        names = list(pool.map(lambda _: start(sessions, spec, "crowd"), range(20)))
+        names = list(pool.map(lambda _: start(sessions, spec, "crowd", fit=False), range(20)))
     deadline = time.monotonic() + 600
     for name in names:
         remaining = max(int(deadline - time.monotonic()), 1)

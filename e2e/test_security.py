@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import new_name
-from helpers import NS, apply, kubectl, phase_is, process_node, session_yaml
+from helpers import NS, apply, fitted, kubectl, phase_is, process_node, session_yaml
 
 pytestmark = pytest.mark.usefixtures("cluster")
 REPO = Path(__file__).resolve().parents[1]
@@ -37,8 +37,8 @@ def can_i(account: str, verb: str, resource: str, name: str = "") -> bool:
 def running_sessions(cluster: None) -> Iterator[tuple[str, str]]:
     """Two running sessions, so one's peers can be tried against the other's objects."""
     names = (new_name("rbac"), new_name("rbac"))
+    spec, _ = fitted("{frames: 0, durationSeconds: 0, activeDeadlineSeconds: 0}", sessions=2)
     for name in names:
-        spec = "{frames: 0, durationSeconds: 0, activeDeadlineSeconds: 0}"
         assert apply(session_yaml(name, spec)).returncode == 0
     for name in names:
         phase_is(name, "Connected", 240)
@@ -244,7 +244,7 @@ def test_a_namespaced_install_without_any_cluster_role_runs_a_session(
         assert can_i_operator("create", "pods", NS)
         name = new_name("scoped")
         sessions.append(name)
-        assert apply(session_yaml(name, "{frames: 90}")).returncode == 0
+        assert apply(session_yaml(name, fitted("{frames: 90}")[0])).returncode == 0
         phase_is(name, "Succeeded", 240)
     finally:
         kubectl("apply", "-k", str(overlays / ("local" if process_node() else "kind")))

@@ -18,12 +18,11 @@ from pydantic_settings import SettingsError
 
 from rebound_operator import __version__
 from rebound_operator.logs import quiet_routine_successes
-from rebound_operator.settings import (
-    DEFAULT_PEER_IMAGE,
+from rebound_operator.settings import DEFAULT_PEER_IMAGE, ListenAddress, OperatorSettings
+from rebound_operator.spec import (
+    DEFAULT_PENDING_TIMEOUT,
     MAX_PENDING_TIMEOUT,
     MIN_PENDING_TIMEOUT,
-    ListenAddress,
-    OperatorSettings,
 )
 
 PROG = "python -m rebound_operator"
@@ -127,8 +126,9 @@ def build_parser() -> OperatorArgumentParser:
         type=int,
         dest="pending_timeout_seconds",
         metavar="S",
-        help=f"fail a session whose pod is not running after S seconds "
-        f"({MIN_PENDING_TIMEOUT}..{MAX_PENDING_TIMEOUT}; default 300; "
+        help="fail a session whose pod is not running after S seconds, unless its spec "
+        "sets pendingTimeoutSeconds; also the longest wait for a deleted session's children "
+        f"({MIN_PENDING_TIMEOUT}..{MAX_PENDING_TIMEOUT}; default {DEFAULT_PENDING_TIMEOUT}; "
         "env REBOUND_PENDING_TIMEOUT_SECONDS)",
     )
     add(

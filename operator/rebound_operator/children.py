@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from rebound_operator import API_VERSION, KIND
-from rebound_operator.spec import BallSessionSpec
+from rebound_operator.spec import DEFAULT_PENDING_TIMEOUT, BallSessionSpec
 
 Role = Literal["server", "client"]
 ROLES: tuple[Role, Role] = ("server", "client")
@@ -193,7 +193,20 @@ def ice_servers_arg(spec: BallSessionSpec) -> str:
     return json.dumps([server.peer_view() for server in spec.ice_servers])
 
 
-def peer_args(which: Role, owner: Owner, spec: BallSessionSpec) -> list[str]:
+def connect_timeout(spec: BallSessionSpec, pending_timeout_seconds: int) -> int:
+    """The peers' `--connect-timeout`: a peer waits for the other as long as the operator
+    would, i.e. for it to be scheduled and started (the pending timeout; the spec's, or the
+    operator's default `pending_timeout_seconds`), then to signal."""
+    pending = spec.pending_timeout_seconds or pending_timeout_seconds
+    return spec.signaling_timeout_seconds + pending
+
+
+def peer_args(
+    which: Role,
+    owner: Owner,
+    spec: BallSessionSpec,
+    pending_timeout_seconds: int = DEFAULT_PENDING_TIMEOUT,
+) -> list[str]:
     """The peer's command-line arguments (see docs/CONTRACTS.md)."""
     names = Names.of(owner.name)
     args = [
@@ -207,7 +220,7 @@ def peer_args(which: Role, owner: Owner, spec: BallSessionSpec) -> list[str]:
         "--namespace",
         owner.namespace,
         "--connect-timeout",
-        str(spec.signaling_timeout_seconds),
+        str(connect_timeout(spec, pending_timeout_seconds)),
         "--ice-servers",
         ice_servers_arg(spec),
     ]
@@ -250,6 +263,7 @@ def pod(
     *,
     default_image: str,
     pull_policy: str = "IfNotPresent",
+    pending_timeout_seconds: int = DEFAULT_PENDING_TIMEOUT,
 ) -> Manifest:
     """A peer Pod: run once, restricted Pod Security, its role's own ServiceAccount token."""
     names = Names.of(owner.name)
@@ -270,7 +284,7 @@ def pod(
                 "image": spec.image or default_image,
                 "imagePullPolicy": pull_policy,
                 "command": ["python", "-m", f"peers.{which}"],
-                "args": peer_args(which, owner, spec),
+                "args": peer_args(which, owner, spec, pending_timeout_seconds),
                 "env": peer_env(spec),
                 "resources": spec.resources.model_dump(),
                 "securityContext": _container_security_context(),
@@ -358,6 +372,7 @@ def all_children(
     default_image: str,
     pull_policy: str = "IfNotPresent",
     api_routes: Sequence[ApiRoute] = (),
+    pending_timeout_seconds: int = DEFAULT_PENDING_TIMEOUT,
 ) -> list[Manifest]:
     """Every child in creation order (ConfigMaps and RBAC before the pods that use them)."""
     return [
@@ -366,5 +381,15 @@ def all_children(
         *(role(owner, r) for r in ROLES),
         *(role_binding(owner, r) for r in ROLES),
         network_policy(owner, spec, api_routes),
-        *(pod(r, owner, spec, default_image=default_image, pull_policy=pull_policy) for r in ROLES),
+        *(
+            pod(
+                r,
+                owner,
+                spec,
+                default_image=default_image,
+                pull_policy=pull_policy,
+                pending_timeout_seconds=pending_timeout_seconds,
+            )
+            for r in ROLES
+        ),
     ]

@@ -339,6 +339,7 @@ async def _ensure_children(
         default_image=settings.peer_image,
         pull_policy=settings.image_pull_policy,
         api_routes=routes,
+        pending_timeout_seconds=settings.pending_timeout_seconds,
     )
     generation = (body.get("metadata") or {}).get("generation")
     try:

@@ -15,6 +15,10 @@ False names the key and why). Every path out of a pod problem, a timeout or a ba
 ends Failed with a CamelCase reason and a message naming the cause. Like a Job, a session is
 terminal only once its pods ended or are being stopped.
 
+Two clocks: the pending timeout counts from the start (the children's creation) while a peer
+pod has not started (Pending/Unschedulable quotes the scheduler); the signaling timeout counts
+from the moment both peers run, so a session queued for room never fails as if signaling broke.
+
 Everything a peer or the kubelet hands over is untrusted: ConfigMap values are checked by
 `metrics` and any text copied into a message is cut to one short line (`text`).
 """
@@ -53,6 +57,9 @@ CONDITION_TYPES = (
 )
 WAITING_FOR_CLEANUP = "WaitingForCleanup"
 """Pending reason while a child's name is still held by a deleted session's object."""
+UNSCHEDULABLE = "Unschedulable"
+"""Pending (and, at the pending timeout, Failed) reason: the scheduler cannot place a pod
+(PodScheduled=False/Unschedulable); the message quotes the scheduler."""
 
 IMAGE_PULL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName"})
 START_FAILURE_REASONS = frozenset(
@@ -100,6 +107,16 @@ def _deletion_requested(meta: Mapping[str, Any]) -> datetime | None:
     return deadline
 
 
+def _unschedulable(status: Mapping[str, Any]) -> str | None:
+    """The scheduler's message if the pod's PodScheduled condition is False/Unschedulable."""
+    for condition in status.get("conditions") or []:
+        if not isinstance(condition, Mapping) or condition.get("type") != "PodScheduled":
+            continue
+        if condition.get("status") == "False" and condition.get("reason") == UNSCHEDULABLE:
+            return _detail(condition.get("message")) or "no message from the scheduler"
+    return None
+
+
 @dataclass(frozen=True)
 class PodView:
     """What the state machine needs to know about one peer pod (text fields bounded)."""
@@ -116,6 +133,11 @@ class PodView:
     deleted_at: datetime | None = None
     """When someone asked for the pod to go: metadata.deletionTimestamp is that moment plus
     the grace period, so the grace period is taken off."""
+    started_at: datetime | None = None
+    """When its container started (the kubelet's `startedAt`), if it did."""
+    unschedulable: str | None = None
+    """The scheduler's message while the pod's PodScheduled condition is
+    False/Unschedulable (e.g. `0/1 nodes are available: 1 Insufficient cpu.`)."""
 
     @classmethod
     def from_manifest(cls, pod: Mapping[str, Any]) -> PodView:
@@ -129,6 +151,7 @@ class PodView:
             reason=_detail(status.get("reason")),
             message=_detail(status.get("message")),
             deleted_at=_deletion_requested(meta),
+            unschedulable=_unschedulable(status),
         )
         for container in status.get("containerStatuses") or []:
             state = container.get("state") or {}
@@ -143,10 +166,12 @@ class PodView:
                     reason=_detail(term.get("reason")) or view.reason,
                     message=_detail(term.get("message")) or view.message,
                     started=True,
+                    started_at=parse_time(term.get("startedAt")),
                     finished_at=parse_time(term.get("finishedAt")),
                 )
             if "running" in state:
-                return replace(view, reason=None, message=None, started=True)
+                started_at = parse_time((state["running"] or {}).get("startedAt"))
+                return replace(view, reason=None, message=None, started=True, started_at=started_at)
             if "waiting" in state:
                 waiting = state["waiting"] or {}
                 return replace(
@@ -222,6 +247,7 @@ class Observation:
     client: PodView | None
     signals: Signals = field(default_factory=Signals)
     pending_timeout: timedelta = timedelta(minutes=5)
+    """The operator's `--pending-timeout`: what a spec's `pendingTimeoutSeconds: 0` means."""
     pod_names: Mapping[str, str] = field(default_factory=dict)
     """role -> the pod's name, to name a pod that no longer exists."""
 
@@ -230,6 +256,22 @@ class Observation:
         name = self.pod_names.get(role)
         pod = f"{role} pod {name}" if name else f"{role} pod"
         return f"{pod} was deleted before the session ended"
+
+    def both_running_since(self) -> datetime | None:
+        """When the later of the two peers started (the signaling clock's zero), or None
+        while either has not. A start the kubelet did not time counts from the session's."""
+        pods = (self.server, self.client)
+        if any(p is None or not p.started for p in pods):
+            return None
+        return max([self.start, *(p.started_at for p in pods if p is not None and p.started_at)])
+
+
+def pending_timeout(spec: BallSessionSpec, obs: Observation) -> timedelta:
+    """How long the peer pods may take to start: the spec's `pendingTimeoutSeconds`, or the
+    operator's `--pending-timeout` when it is 0."""
+    if spec.pending_timeout_seconds:
+        return timedelta(seconds=spec.pending_timeout_seconds)
+    return obs.pending_timeout
 
 
 @dataclass(frozen=True)
@@ -307,7 +349,23 @@ def spec_changed(
 # ---- failures ---------------------------------------------------------------------------
 
 
-def _pod_failure(pod: PodView, role: str, obs: Observation) -> tuple[str, str] | None:
+def _not_started(pod: PodView, role: str, timeout: timedelta, why: str = "") -> tuple[str, str]:
+    """The failure of a pod that did not start in time: the scheduler's words if it could
+    not be placed (`Unschedulable`), else `PodPendingTooLong` with the kubelet's reason."""
+    limit = seconds(timeout.total_seconds())
+    if pod.unschedulable:
+        return UNSCHEDULABLE, (
+            f"{role} pod {pod.name} could not be scheduled within {limit}{why}: {pod.unschedulable}"
+        )
+    return "PodPendingTooLong", (
+        f"{role} pod {pod.name} has not started after {limit}{why}"
+        + (f" ({pod.waiting_reason})" if pod.waiting_reason else "")
+    )
+
+
+def _pod_failure(
+    pod: PodView, role: str, obs: Observation, timeout: timedelta
+) -> tuple[str, str] | None:
     if pod.waiting_reason in IMAGE_PULL_REASONS:
         return "ImagePullFailed", f"{role} pod {pod.name} cannot pull its image: " + (
             pod.message or pod.waiting_reason or ""
@@ -318,6 +376,12 @@ def _pod_failure(pod: PodView, role: str, obs: Observation) -> tuple[str, str] |
         )
     if pod.failed:
         if pod.exit_code == EXIT_TIMEOUT:
+            other_role = "client" if role == "server" else "server"
+            partner = obs.client if role == "server" else obs.server
+            if partner is not None and not partner.started:
+                # It waited for a peer that was never scheduled or started: that is the cause.
+                why = f" (the {role} pod {pod.name} gave up waiting for it)"
+                return _not_started(partner, other_role, obs.now - obs.start, why)
             return (
                 "SignalingTimeout",
                 f"{role} pod {pod.name} gave up: the other peer never connected",
@@ -328,27 +392,26 @@ def _pod_failure(pod: PodView, role: str, obs: Observation) -> tuple[str, str] |
         error = obs.signals.error(role)
         suffix = f": {error}" if error else ""
         return "PodFailed", f"{role} pod {pod.name} failed ({detail}){suffix}"
-    if not pod.started and obs.now - obs.start > obs.pending_timeout:
-        return "PodPendingTooLong", (
-            f"{role} pod {pod.name} has not started after "
-            f"{seconds(obs.pending_timeout.total_seconds())}"
-            + (f" ({pod.waiting_reason})" if pod.waiting_reason else "")
-        )
+    if not pod.started and obs.now - obs.start > timeout:
+        return _not_started(pod, role, timeout)
     return None
 
 
 def _failure(spec: BallSessionSpec, obs: Observation) -> tuple[str, str] | None:
+    timeout = pending_timeout(spec, obs)
     for role, pod in (("server", obs.server), ("client", obs.client)):
         if pod is None:
             return "PodDeleted", obs.gone(role)
-        found = _pod_failure(pod, role, obs)
+        found = _pod_failure(pod, role, obs, timeout)
         if found:
             return found
     signals = obs.signals
     if signals.missing:
         return "SignalingLost", f"the {signals.missing[0]}'s signaling ConfigMap was deleted"
     elapsed = (obs.now - obs.start).total_seconds()
-    if not signals.answer and elapsed > spec.signaling_timeout_seconds:
+    since = obs.both_running_since()
+    signaling = 0.0 if since is None else (obs.now - since).total_seconds()
+    if not signals.answer and signaling > spec.signaling_timeout_seconds:
         missing = "answer from the client" if signals.offer else "offer from the server"
         return "SignalingTimeout", (
             f"no {missing} within signalingTimeoutSeconds={spec.signaling_timeout_seconds}"
@@ -448,15 +511,29 @@ def _phase(
     failure = _failure(spec, obs)
     if failure:
         return FAILED, *failure
+    waiting = [(r, p) for r, p in (("server", server), ("client", client)) if p and not p.started]
+    unplaceable = [(r, p) for r, p in waiting if p.unschedulable]
+    if unplaceable:
+        role, pod = unplaceable[0]
+        limit = seconds(pending_timeout(spec, obs).total_seconds())
+        return (
+            PENDING,
+            UNSCHEDULABLE,
+            (
+                f"{role} pod {pod.name} cannot be scheduled (waiting up to {limit}): "
+                f"{pod.unschedulable}"
+            ),
+        )
+    if waiting:
+        # The signaling clock starts once both peers run; until then the session is pending.
+        return PENDING, "PodsPending", "waiting for the peer pods to start"
     if signals.answer and reading.live is not None:
         return CONNECTED, "Streaming", "the peers are connected and streaming"
     if signals.answer:
         return SIGNALING, "Connecting", "answer received; the peers are connecting"
     if signals.offer:
         return SIGNALING, "WaitingForAnswer", "the server offered; waiting for the client's answer"
-    if any(p is not None and p.started for p in (server, client)):
-        return SIGNALING, "WaitingForOffer", "waiting for the server's offer"
-    return PENDING, "PodsPending", "waiting for the peer pods to start"
+    return SIGNALING, "WaitingForOffer", "waiting for the server's offer"
 
 
 # ---- conditions -------------------------------------------------------------------------
@@ -533,14 +610,21 @@ def _pods_ready(server: PodView | None, client: PodView | None) -> Value:
         return False, "PodsEnded", "ended: " + ", ".join(f"{p.name} ({p.phase})" for p in ended)
     waiting = [p for p in present if not p.started]
     if waiting:
-        reason = next((p.waiting_reason for p in waiting if p.waiting_reason), "PodsPending")
+        if any(p.unschedulable for p in waiting):
+            reason = UNSCHEDULABLE
+        else:
+            reason = next((p.waiting_reason for p in waiting if p.waiting_reason), "PodsPending")
         if not reason.isalnum():
             reason = "PodsPending"  # a reason must be CamelCase; kubelet text may not be
-        names = ", ".join(
-            p.name + (f" ({p.waiting_reason})" if p.waiting_reason else "") for p in waiting
-        )
+        names = ", ".join(p.name + _why_waiting(p) for p in waiting)
         return False, reason, f"not running yet: {names}"
     return True, "PodsRunning", "both peer pods are running"
+
+
+def _why_waiting(pod: PodView) -> str:
+    if pod.unschedulable:
+        return f" ({UNSCHEDULABLE}: {pod.unschedulable})"
+    return f" ({pod.waiting_reason})" if pod.waiting_reason else ""
 
 
 def _metrics_readable(reading: MetricsReading) -> Value:
@@ -638,13 +722,14 @@ def acknowledge(previous: Mapping[str, Any], generation: int | None) -> dict[str
 def _wake_at(spec: BallSessionSpec, obs: Observation) -> datetime | None:
     """The earliest future moment at which a time-based rule could change the verdict."""
     moments: list[datetime] = []
-    if not obs.signals.answer:
-        moments.append(obs.start + timedelta(seconds=spec.signaling_timeout_seconds))
+    since = obs.both_running_since()
+    if not obs.signals.answer and since is not None:
+        moments.append(since + timedelta(seconds=spec.signaling_timeout_seconds))
     if spec.active_deadline_seconds:
         moments.append(obs.start + timedelta(seconds=spec.active_deadline_seconds))
     pods = [p for p in (obs.server, obs.client) if p is not None]
     if any(not p.started for p in pods):
-        moments.append(obs.start + obs.pending_timeout)
+        moments.append(obs.start + pending_timeout(spec, obs))
     server = obs.server
     if server is not None and server.succeeded and server.finished_at is not None:
         moments.append(server.finished_at + CLIENT_FINISH_GRACE)
@@ -730,10 +815,12 @@ def evaluate(
         status["completionTime"] = format_time(obs.now)
 
     verdict = Verdict(status=status)
-    if phase != old_phase:
+    said_before = (previous.get("reason"), previous.get("message")) == (reason, status["message"])
+    if phase != old_phase or (reason == UNSCHEDULABLE and not said_before):
+        # Unschedulable is told again whenever the scheduler's words change.
         verdict.events.append(
             Event(
-                "Warning" if phase == FAILED else "Normal",
+                "Warning" if phase == FAILED or reason == UNSCHEDULABLE else "Normal",
                 reason,
                 one_line(f"{phase}: {message}", MAX_MESSAGE),
             )

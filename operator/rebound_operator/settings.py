@@ -9,9 +9,13 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rebound_operator.spec import (
+    DEFAULT_PENDING_TIMEOUT,
+    MAX_PENDING_TIMEOUT,
+    MIN_PENDING_TIMEOUT,
+)
+
 DEFAULT_PEER_IMAGE = "rebound-peer:0.1.0"
-MIN_PENDING_TIMEOUT = 10
-MAX_PENDING_TIMEOUT = 86_400
 NAMESPACE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 Image = Annotated[str, Field(min_length=1, max_length=512)]
@@ -71,10 +75,11 @@ class OperatorSettings(BaseSettings):
     peering: bool = Field(False, description="use kopf peering (for several replicas)")
     priority: int = Field(0, ge=-(2**31), le=2**31 - 1, description="peering priority")
     pending_timeout_seconds: int = Field(
-        300,
+        DEFAULT_PENDING_TIMEOUT,
         ge=MIN_PENDING_TIMEOUT,
         le=MAX_PENDING_TIMEOUT,
-        description="fail a session whose pod is not running after this long",
+        description="how long a session's pods may take to start when its spec's "
+        "pendingTimeoutSeconds is 0; also the longest wait for a deleted session's children",
     )
     verbose: bool = False
 

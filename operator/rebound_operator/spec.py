@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from peers.config import SessionSpec
@@ -16,6 +23,14 @@ DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?
 SECRET_KEY = r"^[-._a-zA-Z0-9]+$"
 """A key of a Secret's data."""
 ICE_URL = r"^(stun|stuns|turn|turns):"
+MIN_PENDING_TIMEOUT = 10
+MAX_PENDING_TIMEOUT = 86_400
+DEFAULT_PENDING_TIMEOUT = 300
+"""The operator's --pending-timeout unless told otherwise."""
+PENDING_TIMEOUT_RULE = (
+    "pendingTimeoutSeconds must be 0 (the operator's --pending-timeout) or at least 10"
+)
+"""The CRD's rule for the field, word for word."""
 
 
 def _default_requests() -> dict[str, Quantity]:
@@ -83,10 +98,18 @@ class BallSessionSpec(SessionSpec):
 
     max_mean_error_px: float = Field(1.0, ge=0.0, le=10_000.0)
     signaling_timeout_seconds: int = Field(120, ge=5, le=3600)
+    pending_timeout_seconds: int = Field(0, ge=0, le=MAX_PENDING_TIMEOUT)
     active_deadline_seconds: int = Field(3600, ge=0, le=604_800)
     image: str = Field("", max_length=512)
     resources: Resources = Field(default_factory=Resources)
     ice_servers: list[SessionIceServer] = Field(default_factory=list, max_length=8)
+
+    @field_validator("pending_timeout_seconds")
+    @classmethod
+    def _pending_timeout_zero_or_long_enough(cls, value: int) -> int:
+        if 0 < value < MIN_PENDING_TIMEOUT:
+            raise ValueError(PENDING_TIMEOUT_RULE)
+        return value
 
     def session(self) -> SessionSpec:
         """Just the part the server peer needs."""

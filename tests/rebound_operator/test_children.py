@@ -174,7 +174,7 @@ def test_server_args_are_accepted_by_the_server_cli_and_reproduce_the_spec() -> 
         "demo-client-signaling",
         "team-a",
     )
-    assert parsed.connect_timeout == 45
+    assert parsed.connect_timeout == 45 + 300  # signaling + the operator's pending timeout
     assert json.loads(parsed.ice_servers) == [
         {"urls": ["stun:s:3478"]},
         {"urls": ["turn:t:3478"], "username": "u"},

@@ -277,3 +277,17 @@ def test_the_operator_model_rejects_what_the_crd_rejects_for_the_ball_fit() -> N
         document = yaml.safe_load((SAMPLES / "invalid" / f"{name}.yaml").read_text())
         with pytest.raises(InvalidSpec, match="does not fit"):
             parse_spec(apply_defaults(document, SCHEMA)["spec"])
+
+
+def test_the_operator_model_agrees_with_the_crd_on_the_pending_timeout() -> None:
+    from rebound_operator.spec import PENDING_TIMEOUT_RULE
+
+    rule = SPEC_SCHEMA["properties"]["pendingTimeoutSeconds"]["x-kubernetes-validations"][0]
+    assert rule["message"] == PENDING_TIMEOUT_RULE
+    for value in (0, 10, 86_400):
+        assert parse_spec({"pendingTimeoutSeconds": value}).pending_timeout_seconds == value
+    for value in (1, 9):
+        with pytest.raises(InvalidSpec, match="must be 0"):
+            parse_spec({"pendingTimeoutSeconds": value})
+    with pytest.raises(InvalidSpec, match="less than or equal to 86400"):
+        parse_spec({"pendingTimeoutSeconds": 86_401})

@@ -119,6 +119,18 @@ class Cluster(Emulator):
         """Report a pod as a kubelet would once its container started."""
         self._pod_status(name, "Running", {"running": {"startedAt": now_stamp()}})
 
+    def pod_unschedulable(self, name: str, message: str) -> None:
+        """Report a pod as the scheduler does when no node has room for it."""
+        condition = {
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": message,
+            "lastTransitionTime": now_stamp(),
+        }
+        status = {"phase": "Pending", "conditions": [condition]}
+        self.core.patch_namespaced_pod_status(name, NS, {"status": status}, _preload_content=False)
+
     def pod_ended(self, name: str, code: int) -> None:
         """Report a pod's container as terminated with exit code `code`."""
         reason = "Completed" if code == 0 else "Error"
@@ -335,6 +347,58 @@ def test_a_signaling_timeout_fires_without_any_event_and_stops_running_pods(
     assert status["reason"] == "SignalingTimeout"
     assert "answer from the client" in status["message"]
     wait_for(lambda: not cluster.children("charlie")["v1/pods"], what="running pods stopped")
+
+
+NO_ROOM = "0/1 nodes are available: 1 Insufficient cpu."
+
+
+def test_a_session_without_room_waits_naming_the_scheduler_then_fails_unschedulable(
+    cluster: Cluster, operator: KopfRunner
+) -> None:
+    """Queued on a full cluster: never SignalingTimeout (its clock has not started), Pending
+    with the scheduler's words, Failed/Unschedulable at the spec's pending timeout."""
+    cluster.create("queued", signalingTimeoutSeconds=5, pendingTimeoutSeconds=12, **SMALL)
+    wait_for(lambda: cluster.status("queued").get("phase"))
+    cluster.pod_running("queued-server")
+    cluster.pod_unschedulable("queued-client", NO_ROOM)
+    status = wait_for(
+        lambda: (
+            cluster.status("queued").get("reason") == "Unschedulable" and cluster.status("queued")
+        ),
+        what="Pending/Unschedulable",
+    )
+    assert status["phase"] == "Pending"
+    assert NO_ROOM in status["message"] and "queued-client" in status["message"]
+    # Past the signaling timeout, still waiting for room.
+    time.sleep(7)
+    assert cluster.status("queued")["phase"] == "Pending"
+    events = wait_for(
+        lambda: [e for e in cluster.events("queued") if e.get("reason") == "Unschedulable"],
+        what="an Unschedulable event",
+    )
+    assert events[0]["type"] == "Warning" and NO_ROOM in events[0]["message"]
+    status = wait_for(phase_in(cluster, "queued", "Failed"), timeout=15, what="Failed")
+    assert status["reason"] == "Unschedulable", status
+    assert (
+        status["message"]
+        == f"client pod queued-client could not be scheduled within 12 s: {NO_ROOM}"
+    )
+    # Neither the waiting server nor the pod nobody could place lingers (or starts later).
+    wait_for(lambda: not cluster.children("queued")["v1/pods"], what="both pods stopped")
+
+
+def test_the_signaling_clock_starts_when_both_peers_run(
+    cluster: Cluster, operator: KopfRunner
+) -> None:
+    cluster.create("lonely", signalingTimeoutSeconds=5, **SMALL)
+    wait_for(lambda: cluster.status("lonely").get("phase"))
+    cluster.pod_running("lonely-server")
+    time.sleep(6)  # longer than the signaling timeout, with only one peer running
+    assert cluster.status("lonely")["phase"] == "Pending"
+    cluster.pod_running("lonely-client")
+    wait_for(phase_in(cluster, "lonely", "Signaling"), what="Signaling")
+    status = wait_for(phase_in(cluster, "lonely", "Failed"), timeout=15, what="Failed")
+    assert status["reason"] == "SignalingTimeout"
 
 
 def test_an_invalid_spec_fails_without_children(cluster: Cluster, operator: KopfRunner) -> None:

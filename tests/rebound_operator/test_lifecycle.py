@@ -265,8 +265,16 @@ def test_a_failed_client_fails_the_session_naming_it_and_stops_the_server() -> N
 
 
 def test_peer_exit_code_3_is_a_signaling_timeout() -> None:
-    obs = observe(server=ended("s-server", 3), client=PodView("s-client"), data={"offer": "o"})
+    obs = observe(server=ended("s-server", 3), client=running("s-client"), data={"offer": "o"})
     assert phase_of(obs) == ("Failed", "SignalingTimeout")
+    # Waiting for a client that never started is that client's failure to start.
+    never = observe(server=ended("s-server", 3), client=PodView("s-client"), data={"offer": "o"})
+    status = evaluate(SPEC, never, {}).status
+    assert (status["phase"], status["reason"]) == ("Failed", "PodPendingTooLong")
+    assert status["message"] == (
+        "client pod s-client has not started after 5 s (the server pod s-server gave up "
+        "waiting for it)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -830,3 +838,231 @@ def test_waiting_status_is_pending_and_reconciling() -> None:
     assert (status["phase"], status["reason"]) == ("Pending", "WaitingForCleanup")
     assert conditions["Reconciling"] == "True" and conditions["Stalled"] == "False"
     assert status["startTime"] == format_time(T0)
+
+
+# ---- a session that waits for room: pending names the scheduler, signaling waits for both ----
+
+NO_ROOM = "0/1 nodes are available: 1 Insufficient cpu."
+
+
+def unschedulable(name: str, message: str = NO_ROOM) -> PodView:
+    return PodView(name, "Pending", unschedulable=message)
+
+
+def started(name: str, after: float) -> PodView:
+    return PodView(name, "Running", started=True, started_at=T0 + timedelta(seconds=after))
+
+
+def test_pod_view_reads_the_schedulers_verdict_and_the_start_time() -> None:
+    pending = PodView.from_manifest(
+        {
+            "metadata": {"name": "p"},
+            "status": {
+                "phase": "Pending",
+                "conditions": [
+                    {
+                        "type": "PodScheduled",
+                        "status": "False",
+                        "reason": "Unschedulable",
+                        "message": NO_ROOM + "\n preemption: " + "x" * 10_000,
+                    },
+                ],
+            },
+        }
+    )
+    assert pending.unschedulable is not None and pending.unschedulable.startswith(NO_ROOM)
+    assert len(pending.unschedulable) <= 256 and "\n" not in pending.unschedulable
+    gated = PodView.from_manifest(
+        {
+            "metadata": {"name": "p"},
+            "status": {
+                "conditions": [
+                    {"type": "PodScheduled", "status": "False", "reason": "SchedulingGated"}
+                ]
+            },
+        }
+    )
+    assert gated.unschedulable is None  # waiting on purpose, not for room
+    scheduled = PodView.from_manifest(
+        {
+            "metadata": {"name": "p"},
+            "status": {
+                "phase": "Running",
+                "conditions": [{"type": "PodScheduled", "status": "True"}],
+                "containerStatuses": [
+                    {"state": {"running": {"startedAt": "2026-11-24T12:00:07Z"}}}
+                ],
+            },
+        }
+    )
+    assert scheduled.unschedulable is None and scheduled.started
+    assert scheduled.started_at == T0 + timedelta(seconds=7)
+
+
+PENDING_60 = parse_spec({"signalingTimeoutSeconds": 30, "pendingTimeoutSeconds": 60})
+
+
+@pytest.mark.parametrize(
+    ("spec", "seconds", "server", "client", "data", "expected"),
+    [
+        # Queued behind other sessions: long past the signaling timeout, still pending.
+        (SPEC, 200, PodView("s-server"), PodView("s-client"), {}, ("Pending", "PodsPending")),
+        (
+            SPEC,
+            200,
+            unschedulable("s-server"),
+            unschedulable("s-client"),
+            {},
+            ("Pending", "Unschedulable"),
+        ),
+        # One peer got room, the other did not: still pending, even with an offer written.
+        (
+            SPEC,
+            200,
+            started("s-server", 1),
+            unschedulable("s-client"),
+            {"offer": "o"},
+            ("Pending", "Unschedulable"),
+        ),
+        # The pending timeout ends it with the scheduler's reason, or the kubelet's.
+        (
+            SPEC,
+            301,
+            started("s-server", 1),
+            unschedulable("s-client"),
+            {},
+            ("Failed", "Unschedulable"),
+        ),
+        (
+            SPEC,
+            301,
+            started("s-server", 1),
+            PodView("s-client", waiting_reason="ContainerCreating"),
+            {},
+            ("Failed", "PodPendingTooLong"),
+        ),
+        # spec.pendingTimeoutSeconds overrides the operator's --pending-timeout (300 here) ...
+        (
+            PENDING_60,
+            59,
+            unschedulable("s-server"),
+            PodView("s-client"),
+            {},
+            ("Pending", "Unschedulable"),
+        ),
+        (
+            PENDING_60,
+            61,
+            unschedulable("s-server"),
+            PodView("s-client"),
+            {},
+            ("Failed", "Unschedulable"),
+        ),
+        # ... and 0 means the operator's.
+        (
+            parse_spec({"pendingTimeoutSeconds": 0}),
+            299,
+            PodView("s-server"),
+            PodView("s-client"),
+            {},
+            ("Pending", "PodsPending"),
+        ),
+        # The signaling clock starts when the later peer started (250 s), not at creation.
+        (
+            SPEC,
+            270,
+            started("s-server", 10),
+            started("s-client", 250),
+            {},
+            ("Signaling", "WaitingForOffer"),
+        ),
+        (
+            SPEC,
+            279,
+            started("s-server", 10),
+            started("s-client", 250),
+            {"offer": "o"},
+            ("Signaling", "WaitingForAnswer"),
+        ),
+        (
+            SPEC,
+            281,
+            started("s-server", 10),
+            started("s-client", 250),
+            {"offer": "o"},
+            ("Failed", "SignalingTimeout"),
+        ),
+        # A peer that gave up waiting (exit 3) for a peer never placed: the scheduler's fault.
+        (
+            SPEC,
+            200,
+            ended("s-server", 3),
+            unschedulable("s-client"),
+            {},
+            ("Failed", "Unschedulable"),
+        ),
+        (
+            SPEC,
+            200,
+            ended("s-server", 3),
+            started("s-client", 150),
+            {},
+            ("Failed", "SignalingTimeout"),
+        ),
+    ],
+)
+def test_pending_and_signaling_clocks(
+    spec: Any,
+    seconds: float,
+    server: PodView,
+    client: PodView,
+    data: dict[str, str],
+    expected: tuple[str, str],
+) -> None:
+    obs = observe(seconds, server=server, client=client, data=data)
+    assert phase_of(obs, spec) == expected
+
+
+def test_an_unschedulable_session_says_why_in_status_conditions_and_events() -> None:
+    obs = observe(200, server=started("s-server", 1), client=unschedulable("s-client"))
+    verdict = evaluate(SPEC, obs, {})
+    status = verdict.status
+    assert (status["phase"], status["reason"]) == ("Pending", "Unschedulable")
+    assert status["message"] == (
+        f"client pod s-client cannot be scheduled (waiting up to 300 s): {NO_ROOM}"
+    )
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert (conditions["PodsReady"]["status"], conditions["PodsReady"]["reason"]) == (
+        "False",
+        "Unschedulable",
+    )
+    assert NO_ROOM in conditions["PodsReady"]["message"]
+    assert conditions["Reconciling"]["status"] == "True"  # kstatus: in progress, not stalled
+    assert conditions["Stalled"]["status"] == "False"
+    assert conditions["Signaled"]["reason"] == "WaitingForOffer"
+    assert [(e.type, e.reason) for e in verdict.events] == [("Warning", "Unschedulable")]
+    assert NO_ROOM in verdict.events[0].message
+    # Told once; again only when the scheduler's words change.
+    assert evaluate(SPEC, obs, status).events == []
+    busier = observe(
+        210,
+        server=started("s-server", 1),
+        client=unschedulable("s-client", "0/1 nodes are available: 1 Insufficient memory."),
+    )
+    again = evaluate(SPEC, busier, status)
+    assert [e.reason for e in again.events] == ["Unschedulable"]
+    assert "Insufficient memory" in again.events[0].message
+    # The pending timeout ends it, quoting the scheduler.
+    late = evaluate(SPEC, observe(301, server=started("s-server", 1), client=obs.client), status)
+    assert (late.phase, late.status["reason"]) == ("Failed", "Unschedulable")
+    assert late.status["message"] == (
+        f"client pod s-client could not be scheduled within 300 s: {NO_ROOM}"
+    )
+    assert late.stop_pods == ["s-server", "s-client"]
+
+
+def test_the_clocks_wake_the_session_at_the_right_moments() -> None:
+    pending = evaluate(PENDING_60, observe(5, client=unschedulable("s-client")), {})
+    assert pending.wake_at == T0 + timedelta(seconds=60)  # no signaling clock yet
+    both = observe(260, server=started("s-server", 10), client=started("s-client", 250))
+    assert evaluate(SPEC, both, {}).wake_at == T0 + timedelta(seconds=280)
