@@ -247,14 +247,18 @@ def test_a_killed_client_fails_the_session_naming_the_pod(stage: Stage) -> None:
     wait_for(lambda: not stage.kubelet.running(), 30, what="peer processes to stop")
 
 
-def test_no_answer_within_the_signaling_timeout_fails(stage: Stage) -> None:
+def test_a_client_that_never_starts_fails_pending_not_signaling(stage: Stage) -> None:
+    """The signaling clock starts when both peers run: a client that never starts is a
+    pending problem, even long after the signaling timeout (and the real server peer, which
+    does run, waits for it instead of giving up first)."""
     stage.kubelet.hold.add("silent-client")  # this pod never starts
-    stage.create("silent", signalingTimeoutSeconds=5, **SMALL)
+    stage.create("silent", signalingTimeoutSeconds=5, pendingTimeoutSeconds=12, **SMALL)
     status = stage.wait_phase("silent", {"Failed"}, timeout=40)
-    assert status["reason"] == "SignalingTimeout", status
+    assert status["reason"] == "PodPendingTooLong", status
+    assert status["message"] == "client pod silent-client has not started after 12 s"
     conditions = {c["type"]: c for c in status["conditions"]}
     assert conditions["Signaled"]["status"] == "False"
-    assert conditions["Failed"]["reason"] == "SignalingTimeout"
+    assert conditions["Failed"]["reason"] == "PodPendingTooLong"
 
 
 def test_an_error_above_the_threshold_fails(stage: Stage) -> None:
