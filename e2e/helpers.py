@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import subprocess
+import uuid
 from typing import Any
 
 import yaml
@@ -53,6 +54,16 @@ def session_yaml(name: str, spec: str, namespace: str = NS) -> str:
         "apiVersion: rebound.dev/v1alpha1\nkind: BallSession\n"
         f"metadata: {{name: {name}, namespace: {namespace}}}\nspec: {spec}\n"
     )
+
+
+def create_session(sessions: list[str], spec: dict[str, Any], prefix: str = "e2e") -> str:
+    """Create a BallSession with a fresh name (recorded in `sessions`, the fixture that
+    dumps and deletes them) and return its name."""
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    sessions.append(name)
+    result = apply(session_yaml(name, json.dumps(spec)))
+    assert result.returncode == 0, result.stderr
+    return name
 
 
 def wait_for(name: str, condition: str, timeout: int, kind: str = "ballsession") -> None:
@@ -166,28 +177,16 @@ def cluster_room() -> list[Room]:
     return free_room(nodes, pods)
 
 
-def fitted(spec: str, sessions: int = 1) -> tuple[str, Sizing]:
-    """`spec` (flow YAML) with `resources` such that `sessions` such sessions fit the
-    cluster at once (unchanged where the default requests fit), and the sizing used."""
+def fit(fields: dict[str, Any], sessions: int = 1) -> tuple[dict[str, Any], Sizing]:
+    """A spec with `resources` such that `sessions` such sessions fit the cluster at once
+    (unchanged where the default requests fit, or it names its own), and the sizing used."""
     sizing = size_sessions(cluster_room(), sessions)
-    if sizing.resources is None:
-        return spec, sizing
-    fields = dict(yaml.safe_load(spec) or {})
-    fields.setdefault("resources", sizing.resources)
+    if sizing.resources is None or "resources" in fields:
+        return fields, sizing
+    return {**fields, "resources": sizing.resources}, sizing
+
+
+def fitted(spec: str, sessions: int = 1) -> tuple[str, Sizing]:
+    """`fit` for a spec written as flow YAML."""
+    fields, sizing = fit(dict(yaml.safe_load(spec) or {}), sessions)
     return json.dumps(fields), sizing
-
-
-def process_alive(cid: str) -> bool:
-    """On the process node: is the container's process still running?"""
-    runtime, _, ident = cid.partition("://")
-    if runtime != "process":
-        raise ValueError(cid)
-    try:
-        os.kill(int(ident), 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{ident}/stat") as stat:
-            return stat.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return False

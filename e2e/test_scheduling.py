@@ -6,38 +6,27 @@ mean the same on the process node (64 CPUs) and on a 2-CPU kind node."""
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import datetime
 from typing import Any
 
 import pytest
 from capacity import more_than_any_node, one_session_at_a_time
-from conftest import new_name
 from helpers import (
     NS,
-    apply,
     cluster_room,
+    create_session,
     dump,
     kubectl_json,
     phase_is,
     session_event_reasons,
     session_pods,
-    session_yaml,
     status_of,
     wait_for,
 )
 
 pytestmark = pytest.mark.usefixtures("cluster")
 PEERS = "app.kubernetes.io/component=peer"
-
-
-def start(sessions: list[str], spec: dict[str, Any], prefix: str) -> str:
-    name = new_name(prefix)
-    sessions.append(name)
-    result = apply(session_yaml(name, json.dumps(spec)))
-    assert result.returncode == 0, result.stderr
-    return name
 
 
 def when(text: str) -> datetime:
@@ -69,7 +58,7 @@ def test_a_session_no_node_can_hold_waits_pending_then_fails_unschedulable(
 ) -> None:
     resources = more_than_any_node(cluster_room())
     spec = {"signalingTimeoutSeconds": 5, "pendingTimeoutSeconds": 20, "resources": resources}
-    name = start(sessions, spec, "noroom")
+    name = create_session(sessions, spec, "noroom")
     try:
         wait_for(name, "jsonpath={.status.reason}=Unschedulable", 60)
     except Exception:
@@ -104,7 +93,7 @@ def test_a_queued_session_waits_for_room_and_succeeds(sessions: list[str]) -> No
     rooms = cluster_room()
     resources = one_session_at_a_time(rooms)
     print(f"nodes: {rooms}; each peer requests {resources['requests']}")
-    first = start(sessions, {"frames": 300, "resources": resources}, "first")
+    first = create_session(sessions, {"frames": 300, "resources": resources}, "first")
     phase_is(first, "Connected", 240)
     spec = {
         "frames": 90,
@@ -112,7 +101,7 @@ def test_a_queued_session_waits_for_room_and_succeeds(sessions: list[str]) -> No
         "pendingTimeoutSeconds": 600,
         "resources": resources,
     }
-    queued = start(sessions, spec, "queued")
+    queued = create_session(sessions, spec, "queued")
     if len(rooms) == 1:  # one node: no room anywhere while the first session runs
         try:
             wait_for(queued, "jsonpath={.status.reason}=Unschedulable", 60)
