@@ -63,10 +63,13 @@ lock:  ## re-pin requirements/*.txt (hashed) from pyproject.toml; UPGRADE=1 take
 test:  ## run the test suite (the README's test command)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-lint:  ## ruff + mypy
+ACTIONLINT ?= github.com/rhysd/actionlint/cmd/actionlint@v1.7.12
+
+lint:  ## ruff + mypy + actionlint (built from the Go module proxy once, cached)
 	$(VENV)/bin/ruff check peers operator tests bench e2e
 	$(VENV)/bin/ruff format --check peers operator tests bench e2e
 	$(VENV)/bin/mypy peers operator/rebound_operator e2e/localcluster e2e/capacity.py
+	@actionlint="$$(scripts/go-tool.sh install $(ACTIONLINT))" && echo "actionlint .github/workflows" && "$$actionlint"
 
 demo:  ## a ~10 s local session, both peers on 127.0.0.1, printing the summary
 	$(PY) -m bench.demo
@@ -115,8 +118,13 @@ image-peer:
 image-operator:
 	$(call build_image,Dockerfile.operator,$(OPERATOR_IMAGE))
 
-images: image-peer image-operator  ## build both images (BASE_IMAGE=..., PIP_CA_BUNDLE=...)
-	@docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '^rebound-(peer|operator):'
+images: image-peer image-operator  ## build both images (BASE_IMAGE=..., PIP_CA_BUNDLE=..., PEER_IMAGE=..., OPERATOR_IMAGE=...)
+	@docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E 'rebound-(peer|operator):'
+
+REGISTRY ?= ghcr.io/rebound-dev
+.PHONY: install-yaml
+install-yaml:  ## print the install YAML for $(REGISTRY)/rebound-{operator,peer}:$(VERSION) (what a release attaches)
+	@scripts/render-install.sh $(REGISTRY) $(VERSION)
 
 container-test:  ## the images for real: operator container + peer containers on the emulator (needs `make images`)
 	PEER_IMAGE=$(PEER_IMAGE) OPERATOR_IMAGE=$(OPERATOR_IMAGE) PIP_CA_BUNDLE=$(PIP_CA_BUNDLE) \

@@ -9,13 +9,17 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rebound_operator import __version__
 from rebound_operator.spec import (
     DEFAULT_PENDING_TIMEOUT,
     MAX_PENDING_TIMEOUT,
     MIN_PENDING_TIMEOUT,
 )
 
-DEFAULT_PEER_IMAGE = "rebound-peer:0.1.0"
+PUBLISHED_IMAGES = "ghcr.io/rebound-dev"
+"""Where releases publish both images (.github/workflows/release.yaml); manifests/base names
+them there."""
+DEFAULT_PEER_IMAGE = f"{PUBLISHED_IMAGES}/rebound-peer:{__version__}"
 NAMESPACE = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 Image = Annotated[str, Field(min_length=1, max_length=512)]

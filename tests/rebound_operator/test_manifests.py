@@ -88,3 +88,59 @@ def test_the_namespaced_overlay_has_no_cluster_role() -> None:
     cluster_rules = find(render("manifests"), "ClusterRole", "rebound-operator")["rules"]
     expected = [r for r in cluster_rules if "apiextensions.k8s.io" not in r["apiGroups"]]
     assert namespaced["rules"] == expected
+
+
+def images_of(docs: list[dict[str, Any]]) -> tuple[str, str]:
+    """The operator's container image and the peer image it runs (REBOUND_PEER_IMAGE)."""
+    (container,) = find(docs, "Deployment", "rebound-operator")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    return container["image"], env["REBOUND_PEER_IMAGE"]
+
+
+def test_the_base_names_the_released_images_of_this_version() -> None:
+    """One version and one registry everywhere: pyproject, the operator's own default peer
+    image, the base manifests and the images' labels (the release workflow checks the tag
+    against pyproject)."""
+    import tomllib
+
+    from rebound_operator import __version__
+    from rebound_operator.settings import DEFAULT_PEER_IMAGE, PUBLISHED_IMAGES
+
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert __version__ == version
+    assert images_of(render("manifests")) == (
+        f"{PUBLISHED_IMAGES}/rebound-operator:{version}",
+        f"{PUBLISHED_IMAGES}/rebound-peer:{version}",
+    )
+    assert f"{PUBLISHED_IMAGES}/rebound-peer:{version}" == DEFAULT_PEER_IMAGE
+    owner = PUBLISHED_IMAGES.removeprefix("ghcr.io/")
+    for dockerfile in ("Dockerfile.peer", "Dockerfile.operator"):
+        text = (REPO / dockerfile).read_text()
+        assert f'org.opencontainers.image.version="{version}"' in text, dockerfile
+        assert f'org.opencontainers.image.source="https://github.com/{owner}/' in text
+
+
+def test_the_release_install_yaml_moves_both_images_together() -> None:
+    script = REPO / "scripts" / "render-install.sh"
+    out = subprocess.run(
+        ["bash", str(script), "registry.example/team/", "1.2.3-rc.1"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    assert images_of(docs) == (
+        "registry.example/team/rebound-operator:1.2.3-rc.1",
+        "registry.example/team/rebound-peer:1.2.3-rc.1",
+    )
+    assert "ghcr.io/rebound-dev" not in out
+    assert {d["kind"] for d in docs} >= {"CustomResourceDefinition", "Deployment", "Namespace"}
+    assert len(docs) == len(render("manifests"))  # the whole install, nothing added
+    for bad in (["Registry.Example", "1"], ["registry.example", "-1"], ["only-one"]):
+        refused = subprocess.run(
+            ["bash", str(script), *bad], capture_output=True, text=True, timeout=60
+        )
+        assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr

@@ -126,7 +126,7 @@ def test_help_shows_every_default_and_bound() -> None:
     text = " ".join(result.stdout.split())
     for flag, shown in (
         ("--namespace", "Default: all namespaces"),
-        ("--peer-image", "default rebound-peer:0.1.0"),
+        ("--peer-image", "default ghcr.io/rebound-dev/rebound-peer:0.1.0"),
         ("--allowed-image", "Default: only the --peer-image"),
         ("--image-pull-policy", "default IfNotPresent"),
         ("--log-format", "default plain"),
