@@ -190,3 +190,19 @@ def fitted(spec: str, sessions: int = 1) -> tuple[str, Sizing]:
     """`fit` for a spec written as flow YAML."""
     fields, sizing = fit(dict(yaml.safe_load(spec) or {}), sessions)
     return json.dumps(fields), sizing
+
+
+def process_alive(cid: str) -> bool:
+    """On the process node: is the container's process still running?"""
+    runtime, _, ident = cid.partition("://")
+    if runtime != "process":
+        raise ValueError(cid)
+    try:
+        os.kill(int(ident), 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{ident}/stat") as stat:
+            return stat.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return False
