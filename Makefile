@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help install install-gui test-tools lock test lint demo bench bench-peers bench-operator clean \
+.PHONY: help install install-gui test-tools lock test lint demo bench bench-peers bench-view bench-operator clean \
 	cluster-up cluster-down e2e-local
 
 help:  ## list targets
@@ -74,10 +74,13 @@ lint:  ## ruff + mypy + actionlint (built from the Go module proxy once, cached)
 demo:  ## a ~10 s local session, both peers on 127.0.0.1, printing the summary
 	$(PY) -m bench.demo
 
-bench: bench-peers bench-operator  ## all benchmarks (prints Markdown tables)
+bench: bench-peers bench-view bench-operator  ## all benchmarks (prints Markdown tables)
 
 bench-peers:  ## detector throughput + full sessions
 	$(PY) -m bench.peers
+
+bench-view:  ## what the live view costs a session: no view / view unwatched / one Chromium viewer (needs chromium)
+	$(PY) -m bench.viewer
 
 bench-operator:  ## 100 BallSessions: emulated and (after make cluster-up) real API server; memory with 10k+10k unrelated objects
 	$(PY) -m bench.operator

@@ -156,6 +156,7 @@ class LiveView:
         self._sampler: asyncio.Task[None] | None = None
         self._video: asyncio.Task[None] | None = None
         self.jpegs_encoded = 0
+        self._closing = False
 
     @property
     def url(self) -> str:
@@ -172,7 +173,9 @@ class LiveView:
         app.router.add_get("/stats.json", self._stats)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        site = web.TCPSite(
+            self._runner, self.host, self.port, reuse_address=True, shutdown_timeout=1.0
+        )
         try:
             await site.start()
         except OSError as exc:
@@ -186,7 +189,11 @@ class LiveView:
         self._sampler = asyncio.ensure_future(self._sample())
 
     async def stop(self) -> None:
-        """Close every connection and stop listening."""
+        """End every stream, close every connection and stop listening."""
+        self._closing = True
+        for condition in (self._numbers_changed, self._frame_changed):
+            async with condition:
+                condition.notify_all()
         for task in (self._sampler, self._video):
             if task is not None:
                 task.cancel()
@@ -254,15 +261,16 @@ class LiveView:
         )
         try:
             await response.prepare(request)
-            while True:
+            while not self._closing:
                 data = json.dumps(self.latest, allow_nan=False)
                 await response.write(f"data: {data}\n\n".encode())
                 async with self._numbers_changed:
                     await self._numbers_changed.wait()
         except ConnectionError:  # the viewer went away
-            return response
+            pass
         finally:
             self._connections -= 1
+        return response
 
     async def _video_stream(self, request: web.Request) -> web.StreamResponse:
         self._admit()
@@ -278,7 +286,7 @@ class LiveView:
         try:
             await response.prepare(request)
             sent_frame: int | None = None
-            while True:
+            while not self._closing:
                 if self._jpeg is not None and self._jpeg_frame != sent_frame:
                     jpeg, sent_frame = self._jpeg, self._jpeg_frame
                     head = (
@@ -289,10 +297,11 @@ class LiveView:
                 async with self._frame_changed:
                     await self._frame_changed.wait()
         except ConnectionError:  # the viewer went away
-            return response
+            pass
         finally:
             self._video_viewers -= 1
             self._connections -= 1
+        return response
 
 
 PAGE = """<!DOCTYPE html>

@@ -40,15 +40,17 @@ def near(image: np.ndarray, bgr: tuple[int, int, int], tolerance: int) -> int:
 
 def test_the_page_shows_the_ball_with_truth_and_detection_and_live_numbers(tmp_path: Path) -> None:
     require(None if find_chromium() else "chromium is not installed (make test-tools)")
-    session = start_session(tmp_path, ["--duration", "25", "--view-port", str(free_port())])
+    seconds = 15
+    session = start_session(tmp_path, ["--duration", str(seconds), "--view-port", "0"])
     try:
         line = wait_for_line(session.server.stdout, "live view: ")[-1]  # type: ignore[arg-type]
         url = line.split("live view: ", 1)[1].strip()
         assert url.startswith("http://127.0.0.1:")
         before = wait_stats(url, lambda n: n["phase"] == "streaming" and n["frames_matched"] > 30)
+        streaming_since = time.monotonic() - before["frames_sent"] / 30
         assert before["video_frames_encoded"] == 0  # nobody watches: no JPEG work
 
-        async def look() -> tuple[bytes, dict[str, float], list[dict[str, Any]]]:
+        async def look() -> tuple[bytes, dict[str, float], list[dict[str, Any]], Any]:
             async with Chromium(1280, 800) as browser:
                 await browser.open(url, settle_s=3.0)
                 box = await browser.evaluate(
@@ -65,13 +67,17 @@ def test_the_page_shows_the_ball_with_truth_and_detection_and_live_numbers(tmp_p
                 shot = await browser.screenshot()
                 await asyncio.sleep(2.0)
                 second = await browser.evaluate(read)
-                return shot, box, [first, second]
+                watched = stats(url)
+                # The page stays open: a viewer must not hold the server up at the end.
+                await asyncio.to_thread(session.server.wait, 120)
+                return shot, box, [first, second], watched
 
-        shot, box, (first, second) = asyncio.run(look())
-        watched = stats(url)
+        shot, box, (first, second), watched = asyncio.run(look())
+        ended_after = time.monotonic() - streaming_since
     finally:
         server, client = finish(session.server, 90), finish(session.client, 90)
     assert server.code == client.code == 0, server.stderr + client.stderr
+    assert ended_after < seconds + 20, f"the server took {ended_after:.0f} s with a viewer"
 
     image = cv2.imdecode(np.frombuffer(shot, np.uint8), cv2.IMREAD_COLOR)
     x, y, w, h = (round(box[k]) for k in ("x", "y", "w", "h"))
@@ -83,7 +89,7 @@ def test_the_page_shows_the_ball_with_truth_and_detection_and_live_numbers(tmp_p
     assert second["sent"] > first["sent"] + 20  # the numbers move
     assert second["updates"] >= first["updates"] + 4  # at least twice a second
     assert first["fps"] != "n/a" and float(first["error"]) < 0.5
-    assert watched["video_frames_encoded"] > 10
+    assert watched["video_frames_encoded"] > 10 and watched["video_viewers"] == 1
 
 
 def test_a_taken_view_port_is_one_line_and_exit_2(tmp_path: Path) -> None:
