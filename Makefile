@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help install install-gui test-tools lock test lint demo bench bench-peers bench-view bench-operator clean \
+.PHONY: help install install-gui test-tools lock test lint demo bench bench-peers bench-view bench-operator clean install-kubectl-plugin \
 	cluster-up cluster-down e2e-local
 
 help:  ## list targets
@@ -84,6 +84,15 @@ bench-view:  ## what the live view costs a session: no view / view unwatched / o
 
 bench-operator:  ## 100 BallSessions: emulated and (after make cluster-up) real API server; memory with 10k+10k unrelated objects
 	$(PY) -m bench.operator
+
+PLUGIN_DIR ?= $(HOME)/.local/bin
+
+install-kubectl-plugin: $(PY)  ## install `kubectl rebound report NAME` (a BallSession's report) into PLUGIN_DIR (default ~/.local/bin)
+	mkdir -p $(PLUGIN_DIR)
+	printf '#!/bin/sh\n# kubectl rebound report NAME [-n NS] [-o PATH]: docs/observability.md (make install-kubectl-plugin)\nexec "%s" -m rebound_operator.report --kubectl-plugin "$$@"\n' \
+		"$(abspath $(PY))" > $(PLUGIN_DIR)/kubectl-rebound
+	chmod 755 $(PLUGIN_DIR)/kubectl-rebound
+	@echo "installed $(PLUGIN_DIR)/kubectl-rebound (kubectl finds it on PATH)"
 
 clean:  ## remove the virtualenv and caches (not the control-plane binaries)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -5,11 +5,14 @@ kube-proxy, no port-forward), at the operator pod's address from the host."""
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import socket
 import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from conftest import new_name
@@ -21,6 +24,7 @@ from helpers import (
     kubectl,
     kubectl_json,
     process_node,
+    run,
     session_yaml,
     status_of,
     wait_for,
@@ -29,6 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.usefixtures("cluster")
 METRICS_SERVICE = "rebound-operator-metrics"
+REPO = Path(__file__).resolve().parents[1]
 SMALL = "width: 320, height: 240, radius: 12, fps: 15"
 
 
@@ -148,3 +153,52 @@ def test_metrics_count_finished_sessions_on_the_real_api_server(sessions: list[s
     assert value(after, "rebound_api_request_duration_seconds_count", verb="patch") > 0
     assert value(after, "process_resident_memory_bytes") > 0
     kubectl("-n", NS, "get", "ballsession", name)  # still there for the gauge
+
+
+def test_the_report_of_a_ballsession(sessions: list[str], tmp_path: Path) -> None:
+    name = start(sessions, f"{{{SMALL}, frames: 90}}", "report")
+    try:
+        wait_for(name, "condition=Succeeded", 300)
+    except subprocess.CalledProcessError:
+        pytest.fail(dump(name))
+    deadline = time.monotonic() + 30
+    while not (ready := [e for e in session_events(name) if e["reason"] == "ReportReady"]):
+        assert time.monotonic() < deadline, dump(name)
+        time.sleep(1)
+    assert "(90 frames)" in ready[0]["message"], ready
+    data = kubectl_json("-n", NS, "get", "configmap", f"{name}-server-signaling")["data"]
+    assert len(data["series"].encode()) <= 200_000
+    assert "series" not in json.dumps(status_of(name))  # never copied into the status
+    plugins = tmp_path / "bin"
+    run("make", "-C", str(REPO), "install-kubectl-plugin", f"PLUGIN_DIR={plugins}")
+    env = {**os.environ, "PATH": f"{plugins}:{os.environ['PATH']}"}
+    output = tmp_path / f"{name}.html"
+    done = subprocess.run(
+        ["kubectl", "rebound", "report", name, "-n", NS, "-o", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"wrote {output} (90 of 90 frames)"
+    html = output.read_text()
+    assert html.lstrip().lower().startswith("<!doctype html") and "<img" in html
+    assert "http://" not in html and "https://" not in html  # self-contained
+
+
+def session_events(name: str) -> list[dict[str, str]]:
+    """The Events about one BallSession (reason, type, message), oldest first."""
+    events = kubectl_json(
+        "-n", NS, "get", "events", "--field-selector",
+        f"involvedObject.kind=BallSession,involvedObject.name={name}",
+        "--sort-by=.metadata.creationTimestamp",
+    )["items"]  # fmt: skip
+    return [
+        {
+            "reason": str(e.get("reason")),
+            "type": str(e.get("type")),
+            "message": str(e.get("message")),
+        }
+        for e in events
+    ]

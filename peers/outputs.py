@@ -1,5 +1,6 @@
 """What a server session leaves behind besides its summary: the per-frame series
-(`--series`) and the HTML report (`--report`), which is rendered from that series.
+(`--series`) and the HTML report (`--report`), which is rendered from that series; `also`
+receives the same lines (the bounded copy a server stores in its ConfigMap).
 
 With `--report` alone the series goes to a temporary file that is removed once the report
 is written. The report is rendered in a thread after the session ended (matplotlib takes a
@@ -17,7 +18,7 @@ from typing import Any
 
 from peers.ball import BallModel
 from peers.config import SessionSpec
-from peers.series_writer import SeriesError, SeriesWriter
+from peers.series_writer import SeriesError, SeriesWriter, TextSink
 
 
 class OutputError(Exception):
@@ -41,6 +42,8 @@ class SessionOutputs:
         report_path: Path | None,
         spec: SessionSpec,
         model: BallModel,
+        *,
+        also: TextSink | None = None,
     ) -> None:
         self.report_path = report_path
         self._temporary: Path | None = None
@@ -49,9 +52,9 @@ class SessionOutputs:
             fd, name = tempfile.mkstemp(prefix="rebound-series-", suffix=".jsonl")
             os.close(fd)
             series_path = self._temporary = Path(name)
-        if series_path is not None:
+        if series_path is not None or also is not None:
             try:
-                self.writer = SeriesWriter(series_path, spec, model)
+                self.writer = SeriesWriter(series_path, spec, model, also=also)
             except SeriesError as exc:
                 self._remove_temporary()
                 raise OutputError(str(exc)) from None
@@ -62,7 +65,7 @@ class SessionOutputs:
             return
         try:
             await self.writer.close(summary)
-            if self.report_path is not None:
+            if self.report_path is not None and self.writer.path is not None:
                 await asyncio.to_thread(self._render, self.writer.path, self.report_path)
         except SeriesError as exc:
             raise OutputError(str(exc)) from None

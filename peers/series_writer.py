@@ -15,7 +15,7 @@ import asyncio
 import math
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import numpy as np
 
@@ -39,17 +39,29 @@ class SeriesError(Exception):
     """The series file could not be written (the message says why, in one line)."""
 
 
+class TextSink(Protocol):
+    """Where else the lines go (e.g. `series_store.DecimatedSeries`): file-like text."""
+
+    def write(self, text: str) -> int:
+        """Take text (whole lines here)."""
+
+    def close(self) -> None:
+        """No more text follows."""
+
+
 class SeriesWriter:
-    """Per-frame bookkeeping for one session and the thread that writes it to `path`."""
+    """Per-frame bookkeeping for one session and the thread that writes it to `path` (if
+    any) and to `also` (if any: the bounded copy the server stores in its ConfigMap)."""
 
     def __init__(
         self,
-        path: Path,
+        path: Path | None,
         spec: SessionSpec,
         model: BallModel,
         *,
         horizon_s: float = HORIZON_S,
         window: int = SEND_WINDOW,
+        also: TextSink | None = None,
     ) -> None:
         self.path = path
         self.model = model
@@ -70,8 +82,11 @@ class SeriesWriter:
         self._problem: str | None = None
         self._closed = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="series")
+        self._also = also
+        self._file: IO[str] | None = None
         try:
-            self._file: IO[str] = path.open("w", encoding="utf-8")
+            if path is not None:
+                self._file = path.open("w", encoding="utf-8")
         except OSError as exc:
             raise SeriesError(f"cannot write --series {path}: {exc.strerror or exc}") from None
         self._submit(self._write_lines, [series.session_line(spec)])
@@ -157,8 +172,12 @@ class SeriesWriter:
     def _write_lines(self, lines: list[str]) -> None:
         if self._problem is not None:
             return
+        text = "".join(f"{line}\n" for line in lines)
         try:
-            self._file.write("".join(f"{line}\n" for line in lines))
+            if self._file is not None:
+                self._file.write(text)
+            if self._also is not None:
+                self._also.write(text)
             self.lines_written += len(lines)
         except (OSError, ValueError) as exc:
             self._problem = f"cannot write --series {self.path}: {getattr(exc, 'strerror', exc)}"
@@ -189,9 +208,12 @@ class SeriesWriter:
         self._submit(self._write_lines, lines)
 
     async def close(self, summary: dict[str, Any] | None) -> None:
-        """Write every remaining frame and the summary line (once; later calls do nothing);
-        SeriesError if anything could not be written."""
+        """Write every remaining frame and the summary line (once; a later call with a
+        summary raises the same SeriesError again, others do nothing); SeriesError if
+        anything could not be written."""
         if self._closed:
+            if self._problem is not None and summary is not None:
+                raise SeriesError(self._problem)  # told again to whoever ends the series
             return
         self.flush(0.0, final=True)
         if summary is not None:
@@ -203,7 +225,10 @@ class SeriesWriter:
 
     def _finish(self) -> None:
         self._executor.shutdown(wait=True)
+        if self._also is not None:
+            self._also.close()
         try:
-            self._file.close()
+            if self._file is not None:
+                self._file.close()
         except OSError as exc:
             self._problem = self._problem or f"cannot write --series {self.path}: {exc}"

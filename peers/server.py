@@ -31,6 +31,8 @@ from peers.liveness import Stall
 from peers.matching import CoordinateMatcher, Match
 from peers.metrics import format_summary, summary_document
 from peers.outputs import OutputError, SessionOutputs, report_unavailable
+from peers.series_store import DecimatedSeries
+from peers.series_writer import SeriesError
 from peers.session import (
     NoPeer,
     PeerFailure,
@@ -234,8 +236,13 @@ class Server:
             spec.width, spec.height, spec.radius, spec.speed, spec.fps, seed=spec.seed
         )
         self.matcher = CoordinateMatcher(self.model)
+        # With ConfigMap signaling the server stores a bounded copy of its series in its own
+        # ConfigMap at the end (the BallSession's report; docs/observability.md).
+        self.series_store = DecimatedSeries() if args.signaling == "configmap" else None
         try:
-            self.outputs = SessionOutputs(args.series, args.report, spec, self.model)
+            self.outputs = SessionOutputs(
+                args.series, args.report, spec, self.model, also=self.series_store
+            )
         except OutputError as exc:
             raise cli.UsageError(str(exc)) from None
         self.series = self.outputs.writer
@@ -389,6 +396,21 @@ class Server:
         except SignalingError as exc:
             log.warning("could not publish metrics: %s", exc)
 
+    async def _store_series(self, summary: dict[str, Any]) -> None:
+        """With ConfigMap signaling: end the series and store its bounded copy (at most
+        series.CONFIGMAP_BYTES) in our own ConfigMap, for the BallSession's report."""
+        if self.series_store is None or self.series is None:
+            return
+        with contextlib.suppress(SeriesError):  # a --series file problem: outputs.finish says
+            await self.series.close(summary)
+        text = await asyncio.to_thread(self.series_store.configmap_text)
+        if text is None:
+            return
+        try:
+            await self.signaling.publish_series(text)
+        except SignalingError as exc:
+            log.warning("could not store the series: %s", exc)
+
     def _failure(self) -> str | None:
         """Why the session cannot go on, or None."""
         aborted = self.abort_reason if self.client_abort.is_set() else None
@@ -509,6 +531,7 @@ class Server:
         failure = await self._session(stop)
         self.phase = "ended" if failure is None else "failed"
         summary = await self._write_summary()
+        await self._store_series(summary)  # before the summary: the operator ends on that
         await self._publish(final=True)
         try:
             await self.outputs.finish(summary)

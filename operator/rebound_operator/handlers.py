@@ -54,6 +54,7 @@ from rebound_operator.lifecycle import (
     waiting_status,
 )
 from rebound_operator.logs import event_level, object_ref
+from rebound_operator.series_check import SERIES_KEY, check_series, report_hint
 from rebound_operator.settings import OperatorSettings
 from rebound_operator.spec import BallSessionSpec, InvalidSpec, parse_spec
 from rebound_operator.text import MAX_MESSAGE, one_line, seconds
@@ -310,6 +311,8 @@ async def _reconcile(body: Mapping[str, Any], memo: kopf.Memo, *, ensure_childre
     }
     await _write(memo, key, previous, status)
     await _carry_out(memo, body, verdict, (server, client))
+    if verdict.phase in TERMINAL and previous.get("phase") not in TERMINAL:
+        await _announce_report(body, observed.server_data)
 
 
 async def _ensure_children(
@@ -398,6 +401,17 @@ async def _carry_out(
     else:
         delay = (verdict.wake_at - datetime.now(UTC)).total_seconds() + WAKE_MARGIN_S
         sessions.wake_later(key, delay, lambda: _wake(key, memo))
+
+
+async def _announce_report(body: Mapping[str, Any], data: Mapping[str, Any] | None) -> None:
+    """At the end: say how to render the report of the series the server stored in its own
+    ConfigMap (checked in a thread: up to 200 kB of untrusted text), or why it is unusable."""
+    text = (data or {}).get(SERIES_KEY)
+    if text is None:
+        return
+    namespace, name, _ = _key(body)
+    reading = await asyncio.to_thread(check_series, text)
+    _post(body, Event(*report_hint(name, namespace, reading)))
 
 
 async def _acknowledge_edit(

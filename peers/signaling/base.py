@@ -41,5 +41,9 @@ class Signaling(Protocol):
     async def publish_metrics(self, metrics: dict[str, Any], *, final: bool) -> None:
         """Expose session metrics to observers (the operator); may be a no-op."""
 
+    async def publish_series(self, text: str) -> None:
+        """Store the downsampled per-frame series (JSON Lines, bounded) for the session's
+        report; may be a no-op."""
+
     async def close(self) -> None:
         """Release sockets, watches and threads. Idempotent."""

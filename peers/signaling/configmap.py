@@ -4,7 +4,8 @@ Each peer writes only its own ConfigMap (`--configmap`, e.g. `<session>-server-s
 and reads the other's (`--peer-configmap`). The server merge-patches `data.offer` into its
 own and watches the client's for `data.answer`; the client watches the server's for
 `data.offer` and patches `data.answer` into its own. The server also publishes `data.metrics`
-(live) and `data.summary` (final), and each peer may write `data.error` into its own. So a
+(live), `data.summary` (final) and `data.series` (its per-frame series, downsampled to at most
+200 kB, at the end), and each peer may write `data.error` into its own. So a
 peer needs get/watch/patch on its own ConfigMap and get/watch on the other's, nothing else
 (a watch on a named object is a watch with a `metadata.name` field selector, which RBAC
 `resourceNames` allows), and no client can write the server's results.
@@ -227,6 +228,11 @@ class ConfigMapSignaling:
         text = json.dumps(metrics, allow_nan=False)
         data = {"metrics": text, **({"summary": text} if final else {})}
         await asyncio.to_thread(self._patch, data)
+
+    async def publish_series(self, text: str) -> None:
+        """Write the downsampled per-frame series into our own ConfigMap (`data.series`):
+        only the server's ServiceAccount may write it, so the client cannot forge it."""
+        await asyncio.to_thread(self._patch, {"series": text})
 
     async def publish_error(self, message: str) -> None:
         """Write a one-line error (into our own ConfigMap) for the operator's status."""

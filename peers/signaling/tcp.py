@@ -244,6 +244,9 @@ class TcpSignaling:
     async def publish_metrics(self, metrics: dict[str, Any], *, final: bool) -> None:
         """TCP signaling has no observers: metrics are only printed by the server."""
 
+    async def publish_series(self, text: str) -> None:
+        """TCP signaling has no observers: the series is only written by `--series`."""
+
     async def close(self) -> None:
         """Stop listening, hang up every connection. Idempotent."""
         if self._closed:

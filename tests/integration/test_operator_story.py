@@ -213,7 +213,7 @@ def test_a_session_succeeds_with_metrics_in_status(stage: Stage) -> None:
     maps = {
         m["metadata"]["name"]: m.get("data") or {} for m in stage.children("good")["v1/configmaps"]
     }
-    assert set(maps["good-server-signaling"]) == {"offer", "metrics", "summary"}
+    assert set(maps["good-server-signaling"]) == {"offer", "metrics", "summary", "series"}
     assert set(maps["good-client-signaling"]) == {"answer"}
     assert status["startTime"] and status["completionTime"]
     uid = stage.session("good")["metadata"]["uid"]

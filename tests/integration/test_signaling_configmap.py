@@ -86,11 +86,13 @@ async def test_metrics_and_errors_go_to_the_writers_own_configmap(emulator: Emul
     assert json.loads(data_of(emulator, "s2-server-signaling")["metrics"]) == {"frames_sent": 10}
     assert "summary" not in data_of(emulator, "s2-server-signaling")
     await server.publish_metrics({"frames_sent": 20}, final=True)
+    await server.publish_series('{"type":"session"}\n')
     await peer.publish_error("it broke")
     await server.publish_error("so did I")
     data = data_of(emulator, "s2-server-signaling")
     assert json.loads(data["summary"]) == {"frames_sent": 20}
     assert (data["offer"], data["error"]) == ("x", "server: so did I")
+    assert data["series"] == '{"type":"session"}\n'
     assert data_of(emulator, "s2-client-signaling") == {"answer": "y", "error": "client: it broke"}
 
 

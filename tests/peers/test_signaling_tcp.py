@@ -217,5 +217,6 @@ async def test_publish_metrics_is_a_no_op_and_close_is_idempotent() -> None:
     signaling = TcpSignaling("offer", "127.0.0.1", free_port())
     await signaling.connect()
     await signaling.publish_metrics({"frames_sent": 1}, final=True)
+    await signaling.publish_series("{}\n")
     await signaling.close()
     await signaling.close()

@@ -756,3 +756,68 @@ def test_pods_and_configmaps_are_watched_only_through_the_childrens_selector(
                 seen += 1
                 assert request.params.get("labelSelector") == CHILD_SELECTOR, request
     assert seen >= 2  # kopf listed and watched both
+
+
+# ---- the session report (issue 12) ---------------------------------------------------------
+
+
+def _stored_series(frames: int) -> str:
+    from peers import series
+    from peers.config import SessionSpec
+    from peers.series_store import DecimatedSeries
+
+    store = DecimatedSeries()
+    store.write(series.session_line(SessionSpec(frames=frames)) + "\n")
+    for i in range(frames):
+        record = series.FrameRecord(i, i / 30, 50.0, 60.0, 50.01, 60.0, 0.01, 37.0, "matched")
+        store.write(series.frame_line(record) + "\n")
+    store.write(series.summary_line(SUMMARY) + "\n")
+    text = store.configmap_text()
+    assert text is not None
+    return text
+
+
+def _finish(cluster: Cluster, name: str, **server_data: str) -> dict[str, Any]:
+    cluster.create(name, frames=120, **SMALL)
+    wait_for(lambda: cluster.status(name).get("phase"))
+    cluster.pod_running(f"{name}-server")
+    cluster.pod_running(f"{name}-client")
+    cluster.signal(name, offer="sdp-offer")
+    cluster.signal(name, "client", answer="sdp-answer")
+    cluster.signal(name, summary=json.dumps(SUMMARY), metrics=json.dumps(SUMMARY), **server_data)
+    cluster.pod_ended(f"{name}-server", 0)
+    cluster.pod_ended(f"{name}-client", 0)
+    return wait_for(phase_in(cluster, name, "Succeeded", "Failed"), what="the verdict")
+
+
+def test_a_stored_series_is_announced_never_copied_into_the_status(
+    cluster: Cluster, operator: KopfRunner
+) -> None:
+    text = _stored_series(120)
+    status = _finish(cluster, "report", series=text)
+    assert status["phase"] == "Succeeded"
+    event = wait_for(
+        lambda: next((e for e in cluster.events("report") if e["reason"] == "ReportReady"), None),
+        what="the ReportReady event",
+    )
+    assert event["type"] == "Normal" and "(120 frames)" in event["message"]
+    assert "kubectl rebound report report -n emulated" in event["message"]
+    flat = json.dumps(cluster.session("report"))
+    assert '"type":"frame"' not in flat.replace(" ", "") and len(flat) < 20_000
+
+
+def test_a_forged_or_broken_series_is_a_warning_and_changes_no_result(
+    cluster: Cluster, operator: KopfRunner
+) -> None:
+    broken = _stored_series(30).replace('"outcome":"matched"', '"outcome":"perfect"', 1)
+    status = _finish(cluster, "forged", series=broken)
+    assert (status["phase"], status["reason"]) == ("Succeeded", "Completed")
+    event = wait_for(
+        lambda: next(
+            (e for e in cluster.events("forged") if e["reason"] == "MalformedSeries"), None
+        ),
+        what="the MalformedSeries warning",
+    )
+    assert event["type"] == "Warning"
+    assert event["message"] == "ignored data.series: invalid lines: bad_outcome 1"
+    assert not [e for e in cluster.events("forged") if e["reason"] == "ReportReady"]
