@@ -12,11 +12,13 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import psutil
 
+from bench.lossy import SERVER_ADDRESS, LossyLink
 from bench.progress import Every, say
 
 
@@ -27,13 +29,60 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _peak_rss(proc: subprocess.Popen[Any], peak: dict[int, int]) -> None:
+def _tree_rss(pid: int) -> int:
     try:
-        p = psutil.Process(proc.pid)
-        total = p.memory_info().rss + sum(c.memory_info().rss for c in p.children(True))
+        p = psutil.Process(pid)
+        return int(p.memory_info().rss + sum(c.memory_info().rss for c in p.children(True)))
     except psutil.Error:
-        return
-    peak[proc.pid] = max(peak.get(proc.pid, 0), total)
+        return 0
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return None
+    return float(times.user + times.system)
+
+
+def _process_a_of(pid: int) -> int | None:
+    try:
+        children = psutil.Process(pid).children()
+    except psutil.Error:
+        return None
+    found = [c.pid for c in children if "spawn_main" in " ".join(c.cmdline())]
+    return found[0] if found else None
+
+
+@dataclass
+class _Peer:
+    """One peer process, its peak RSS and its CPU seconds as last seen."""
+
+    proc: subprocess.Popen[str]
+    peak_rss: int = 0
+    cpu_total: float | None = None
+    returncode: int | None = None
+
+    def sample(self) -> None:
+        self.peak_rss = max(self.peak_rss, _tree_rss(self.proc.pid))
+
+    def reap(self) -> bool:
+        """Collect the exit status and total CPU (rusage, waited-for children included)."""
+        if self.returncode is not None:
+            return True
+        pid, status, usage = os.wait4(self.proc.pid, os.WNOHANG)
+        if pid == 0:
+            return False
+        self.returncode = self.proc.returncode = os.waitstatus_to_exitcode(status)
+        self.cpu_total = usage.ru_utime + usage.ru_stime
+        return True
+
+
+def _streaming_started(stderr: IO[str], started: threading.Event, lines: list[str]) -> None:
+    for line in stderr:
+        lines.append(line)
+        if "streaming" in line:
+            started.set()
 
 
 def _keep_last_progress(stream: IO[str], last: list[str]) -> None:
@@ -48,75 +97,108 @@ def run_session(
     show_output: bool = False,
     timeout: float = 600,
     label: str = "session",
+    link: LossyLink | None = None,
 ) -> dict[str, Any]:
-    """One complete session; returns the summary plus `server_rss_mb` / `client_rss_mb`.
+    """One complete session; returns the summary plus `server_rss_mb` / `client_rss_mb` and
+    `cpu` (CPU seconds per second of streaming of `server`, `client` and `process_a`).
 
-    Every 5 s it says on stderr how far the server is (its own progress line).
+    With `link`, the server and the client run in its two network namespaces. Every 5 s it
+    says on stderr how far the server is (its own progress line).
     """
     port = str(free_port())
+    host = SERVER_ADDRESS if link is not None else "127.0.0.1"
+    signaling = ["--signaling-host", host, "--signaling-port", port]
     with tempfile.TemporaryDirectory() as tmp:
         summary_path = Path(tmp) / "summary.json"
         out = None if show_output else subprocess.DEVNULL
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "peers.server",
-                "offer",
-                "--signaling-host",
-                "127.0.0.1",
-                "--signaling-port",
-                port,
-                "--summary-json",
-                str(summary_path),
-                *server_args,
-            ],
-            stdout=None if show_output else subprocess.PIPE,
-            stderr=out,
-            text=True,
+        server_argv = [sys.executable, "-m", "peers.server", "offer", *signaling]
+        server_argv += ["--summary-json", str(summary_path), *server_args]
+        client_argv = [sys.executable, "-m", "peers.client", "answer", *signaling]
+        if link is not None:
+            server_argv, client_argv = (
+                link.wrap("server", server_argv),
+                link.wrap("client", client_argv),
+            )
+        server = _Peer(
+            subprocess.Popen(
+                server_argv,
+                stdout=None if show_output else subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
         )
+        client = _Peer(
+            subprocess.Popen(client_argv, stdout=subprocess.DEVNULL, stderr=out, text=True)
+        )
+        started, log = threading.Event(), []
+        assert server.proc.stderr is not None
+        reader = threading.Thread(
+            target=_streaming_started, args=(server.proc.stderr, started, log), daemon=True
+        )
+        reader.start()
         last: list[str] = []
-        if server.stdout is not None:
+        if server.proc.stdout is not None:
             threading.Thread(
-                target=_keep_last_progress, args=(server.stdout, last), daemon=True
+                target=_keep_last_progress, args=(server.proc.stdout, last), daemon=True
             ).start()
-        client = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "peers.client",
-                "answer",
-                "--signaling-host",
-                "127.0.0.1",
-                "--signaling-port",
-                port,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=out,
-        )
-        peak: dict[int, int] = {}
-        deadline = time.monotonic() + timeout
         every = Every(5.0)
+        at_start: dict[str, float] = {}
+        process_a: int | None = None
+        process_a_cpu = 0.0
+        deadline = time.monotonic() + timeout
         try:
-            while server.poll() is None and time.monotonic() < deadline:
-                _peak_rss(server, peak)
-                _peak_rss(client, peak)
+            while not (server.reap() and client.reap()) and time.monotonic() < deadline:
+                server.sample()
+                client.sample()
+                process_a = process_a or _process_a_of(client.proc.pid)
+                if process_a is not None:
+                    process_a_cpu = max(process_a_cpu, _cpu_seconds(process_a) or 0.0)
+                if started.is_set() and not at_start:
+                    at_start = {
+                        "server": _cpu_seconds(server.proc.pid) or 0.0,
+                        "client": _cpu_seconds(client.proc.pid) or 0.0,
+                        "process_a": process_a_cpu,
+                    }
                 if every.due():
                     say(f"{label}: {last[0] if last else 'connecting'}")
-                time.sleep(0.5)
-            server.wait(max(1.0, deadline - time.monotonic()))
-            client.wait(30)
+                time.sleep(0.2)
         finally:
-            for proc in (server, client):
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
+            for peer in (server, client):
+                if peer.returncode is None:
+                    peer.proc.kill()
+                    peer.proc.wait()
+            reader.join(5)
         if server.returncode != 0 or client.returncode != 0:
-            raise RuntimeError(f"server exited {server.returncode}, client {client.returncode}")
+            tail = "".join(log[-3:]).strip()
+            raise RuntimeError(
+                f"server exited {server.returncode}, client {client.returncode}: {tail}"
+            )
         summary: dict[str, Any] = json.loads(summary_path.read_text())
-    summary["server_rss_mb"] = round(peak.get(server.pid, 0) / 2**20, 1)
-    summary["client_rss_mb"] = round(peak.get(client.pid, 0) / 2**20, 1)
+    summary["server_rss_mb"] = round(server.peak_rss / 2**20, 1)
+    summary["client_rss_mb"] = round(client.peak_rss / 2**20, 1)
+    summary["cpu"] = _cpu_per_second(summary, at_start, server, client, process_a_cpu)
     return summary
+
+
+def _cpu_per_second(
+    summary: dict[str, Any],
+    at_start: dict[str, float],
+    server: _Peer,
+    client: _Peer,
+    process_a_cpu: float,
+) -> dict[str, float] | None:
+    """CPU seconds each process used from the start of streaming to its exit, per second of
+    streaming (frames sent / achieved fps); the client's own excludes process_a's."""
+    fps = summary.get("achieved_fps")
+    if not at_start or not fps or server.cpu_total is None or client.cpu_total is None:
+        return None
+    seconds = summary["frames_sent"] / fps
+    own_client = client.cpu_total - process_a_cpu  # rusage includes the joined process_a
+    return {
+        "server": round((server.cpu_total - at_start["server"]) / seconds, 3),
+        "client": round((own_client - at_start["client"]) / seconds, 3),
+        "process_a": round((process_a_cpu - at_start["process_a"]) / seconds, 3),
+    }
 
 
 FAILURES = (

@@ -51,6 +51,7 @@ RECEIVER_STATE = (
     "decoder_queue",
     "decoder_thread",
     "remote_streams",
+    "rtcp_ssrc",
     "rtx_ssrc",
     "timestamp_mapper",
 )
@@ -103,6 +104,13 @@ def receiver_state(receiver: RTCRtpReceiver) -> dict[str, Any]:
     return state
 
 
+def receiver_private(receiver: RTCRtpReceiver, name: str) -> Any:
+    """The current value of one of the receiver's private attributes in RECEIVER_STATE
+    (for those aiortc replaces rather than mutates: the decoder thread, the RTCP SSRC)."""
+    assert name in RECEIVER_STATE
+    return getattr(receiver, _mangled(RTCRtpReceiver, name))
+
+
 def decoder_thread_running(receiver: RTCRtpReceiver) -> bool:
     """True while the receiver's decoder thread takes frames (it is None once stopped)."""
-    return getattr(receiver, _mangled(RTCRtpReceiver, "decoder_thread"), None) is not None
+    return receiver_private(receiver, "decoder_thread") is not None

@@ -25,6 +25,7 @@ from peers import cli, protocol, sctp_guard, signaling
 from peers.channel import LABEL, PeerChannel
 from peers.liveness import Stall
 from peers.progress import Progress
+from peers.receive import FastVideoReceive
 from peers.session import (
     NoPeer,
     PeerFailure,
@@ -143,6 +144,7 @@ class Client:
         self._last_stats = 0.0
         self.progress = Progress()
         self._consumer: asyncio.Task[None] | None = None
+        self.receive_path: FastVideoReceive | None = None
         self._display = bool(args.display) and gui_available()
         if args.display and not self._display:
             log.info("--display: this OpenCV build has no GUI (headless); running headless")
@@ -157,6 +159,8 @@ class Client:
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind == "video" and self._consumer is None:
+            receiver = next(r for r in self.pc.getReceivers() if r.track is track)
+            self.receive_path = FastVideoReceive.install(receiver)
             self._consumer = asyncio.ensure_future(self._consume(track))
 
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
@@ -215,7 +219,7 @@ class Client:
 
     def incomplete(self) -> int:
         """Frames the receiver gave up on (never decoded)."""
-        return 0
+        return 0 if self.receive_path is None else self.receive_path.incomplete
 
     def stats(self, final: bool) -> protocol.ClientStats:
         """The client's counters as sent to the server."""

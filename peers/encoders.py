@@ -75,7 +75,7 @@ class FixedRateVp8Encoder(BitrateMixin, Vp8Encoder):
             "lag-in-frames": "0",
             "minrate": str(self.bitrate_bps),  # minrate = maxrate = bit_rate: CBR
             "maxrate": str(self.bitrate_bps),
-            "noise-sensitivity": "4",
+            "noise-sensitivity": "0",  # no denoiser: it would only remove the grain
             "overshoot-pct": "15",
             "partitions": "0",
             "static-thresh": "1",

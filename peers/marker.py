@@ -22,8 +22,8 @@ BITS = 32
 INDEX_BITS = 24
 MAX_INDEX = (1 << INDEX_BITS) - 1
 FLUSH_INDEX = MAX_INDEX
-"""Reserved id of the blank frame sent after the last one: aiortc's receiver releases a frame
-only when the next one starts arriving, so without it the last real frame would never show."""
+"""Reserved id of the blank frame sent after the last one: a lost last packet of the last real
+frame shows as a gap only when a later packet arrives, and only then can it be re-requested."""
 MARKER_ROWS = 12
 """Rows 0..11 hold the blocks; rows 12..15 stay background as a guard before the arena."""
 assert MARKER_ROWS < MARKER_BAND_PX
@@ -53,14 +53,15 @@ def block_width(width: int) -> int:
     return width // BITS
 
 
-def stamp(frame: npt.NDArray[np.uint8], index: int) -> None:
-    """Write frame `index` into the marker band of `frame` (BGR or single-channel), in place."""
+def stamp(frame: npt.NDArray[np.uint8], index: int, *, on: int = 255, off: int = 0) -> None:
+    """Write frame `index` into the marker band of `frame` (BGR or single-channel), in place;
+    1 bits get level `on`, 0 bits `off`."""
     bw = block_width(frame.shape[1])
     band = frame[:MARKER_ROWS]
     word = encode(index)
     for bit in range(BITS):
-        on = (word >> (BITS - 1 - bit)) & 1
-        band[:, bit * bw : (bit + 1) * bw] = 255 if on else 0
+        one = (word >> (BITS - 1 - bit)) & 1
+        band[:, bit * bw : (bit + 1) * bw] = on if one else off
 
 
 def read(luma: npt.NDArray[np.uint8]) -> int | None:

@@ -8,6 +8,7 @@ import numpy.typing as npt
 
 from peers import marker
 from peers.ball import Position
+from peers.config import MARKER_BAND_PX
 
 SUBPIXEL_BITS = 8
 """cv2 drawing `shift`: coordinates carry 8 fractional bits (1/256 px)."""
@@ -41,7 +42,10 @@ def draw(
     nothing. The marker band encodes `frame_index` when given.
     """
     frame = out if out is not None else new_canvas(width, height)
-    frame[:] = background
+    if len(set(background)) == 1:
+        frame.fill(background[0])  # 40x faster than broadcasting the tuple
+    else:
+        frame[:] = background
     center = (round(position.x * _SCALE), round(position.y * _SCALE))
     cv2.circle(frame, center, round(radius * _SCALE), color, -1, cv2.LINE_AA, SUBPIXEL_BITS)
     if frame_index is not None:
@@ -49,7 +53,10 @@ def draw(
     return frame
 
 
-GRAIN_LEVELS = 12
+LUMA_BLACK = 16
+LUMA_WHITE = 235
+"""Limited-range (BT.601) luma of black and white: what converting the BGR frame gave."""
+GRAIN_LEVELS = 8
 """Peak of the background grain in luma levels: far below the detector's floor (the
 background median plus 1/32 of the ball's contrast, about 7 levels above the grain's top)."""
 GRAIN_BANKS = 3
@@ -85,3 +92,24 @@ class Grain:
         """
         region = luma[top:]
         np.add(region, self.pattern(frame_index, top), out=region)
+
+
+def draw_luma(
+    position: Position | None,
+    radius: float,
+    *,
+    frame_index: int,
+    out: Image,
+    grain: Grain | None = None,
+) -> Image:
+    """Render one frame straight into limited-range luma (`out`, H x W): the ball (unless
+    `position` is None), the marker and the grain. The encoder's frame needs nothing else
+    (chroma stays neutral), so no BGR frame and no colour conversion are made."""
+    out.fill(LUMA_BLACK)
+    if position is not None:
+        center = (round(position.x * _SCALE), round(position.y * _SCALE))
+        cv2.circle(out, center, round(radius * _SCALE), LUMA_WHITE, -1, cv2.LINE_AA, SUBPIXEL_BITS)
+    marker.stamp(out, frame_index, on=LUMA_WHITE, off=LUMA_BLACK)
+    if grain is not None:
+        grain.add_to(out, frame_index, MARKER_BAND_PX)
+    return out

@@ -9,16 +9,37 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import numpy.typing as npt
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
+from av.video.plane import VideoPlane
 
 from peers import marker, render
 from peers.ball import BallModel
-from peers.config import MARKER_BAND_PX
 
 VIDEO_CLOCK_RATE = 90_000
 VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK_RATE)
+
+
+NEUTRAL_CHROMA = 128
+
+
+def plane_view(plane: VideoPlane, rows: int, columns: int) -> npt.NDArray[np.uint8]:
+    """A writable rows x columns view of a frame's plane (rows may be padded)."""
+    flat = np.frombuffer(memoryview(plane), dtype=np.uint8)
+    return flat.reshape(-1, plane.line_size)[:rows, :columns]
+
+
+def yuv_frame(luma: npt.NDArray[np.uint8]) -> VideoFrame:
+    """A yuv420p frame with this luma and neutral chroma (a grey picture), any size."""
+    height, width = luma.shape
+    frame = VideoFrame(width, height, "yuv420p")
+    y_plane, u_plane, v_plane = frame.planes
+    np.copyto(plane_view(y_plane, height, width), luma)
+    for chroma in (u_plane, v_plane):
+        np.frombuffer(memoryview(chroma), dtype=np.uint8).fill(NEUTRAL_CHROMA)
+    return frame
 
 
 class BallTrack(MediaStreamTrack):
@@ -26,7 +47,8 @@ class BallTrack(MediaStreamTrack):
 
     Ends (MediaStreamError, which stops aiortc's sender) after `max_frames` frames or
     `max_seconds` seconds, whichever comes first (0 means no limit), after one blank flush
-    frame (marker.FLUSH_INDEX) that pushes the last real frame out of the receiver.
+    frame (marker.FLUSH_INDEX): its packets reveal a lost last packet of the last real frame,
+    which the client can then ask for again (nothing else follows it).
     `on_sent(index, t)` is called as each frame leaves for the encoder, with `t` on the `clock`.
     """
 
@@ -52,7 +74,7 @@ class BallTrack(MediaStreamTrack):
         self._flushed = False
         self._stop_requested = False
         self._start: float | None = None
-        self._canvas = render.new_canvas(model.width, model.height)
+        self._luma = np.empty((model.height, model.width), dtype=np.uint8)
         self._grain = render.Grain(model.width, model.height) if grain else None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render")
         self.finished = asyncio.Event()
@@ -71,27 +93,20 @@ class BallTrack(MediaStreamTrack):
 
     def _render(self, index: int) -> VideoFrame:
         model = self.model
-        bgr = render.draw(
+        render.draw_luma(
             model.position(index),
             model.radius,
-            model.width,
-            model.height,
             frame_index=index,
-            out=self._canvas,
+            out=self._luma,
+            grain=self._grain,
         )
-        frame = VideoFrame.from_ndarray(bgr, format="bgr24").reformat(format="yuv420p")
-        if self._grain is not None:
-            plane = frame.planes[0]
-            luma = np.frombuffer(memoryview(plane), dtype=np.uint8).reshape(-1, plane.line_size)
-            self._grain.add_to(luma[: model.height, : model.width], index, MARKER_BAND_PX)
+        frame = yuv_frame(self._luma)
         frame.time_base = VIDEO_TIME_BASE
         return frame
 
     def _render_flush(self) -> VideoFrame:
-        canvas = self._canvas
-        canvas[:] = 0
-        marker.stamp(canvas, marker.FLUSH_INDEX)
-        frame = VideoFrame.from_ndarray(canvas, format="bgr24").reformat(format="yuv420p")
+        render.draw_luma(None, 0, frame_index=marker.FLUSH_INDEX, out=self._luma)
+        frame = yuv_frame(self._luma)
         frame.pts = round(self._next * VIDEO_CLOCK_RATE / self.model.fps)
         frame.time_base = VIDEO_TIME_BASE
         return frame
