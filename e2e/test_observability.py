@@ -9,6 +9,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -20,9 +21,11 @@ from helpers import (
     NS,
     OPERATOR_NS,
     apply,
+    container_id,
     dump,
     kubectl,
     kubectl_json,
+    phase_is,
     process_node,
     run,
     session_yaml,
@@ -185,6 +188,57 @@ def test_the_report_of_a_ballsession(sessions: list[str], tmp_path: Path) -> Non
     html = output.read_text()
     assert html.lstrip().lower().startswith("<!doctype html") and "<img" in html
     assert "http://" not in html and "https://" not in html  # self-contained
+
+
+def test_the_live_view_is_reached_on_the_pods_loopback_only(sessions: list[str]) -> None:
+    name = start(
+        sessions,
+        f"{{{SMALL}, frames: 0, durationSeconds: 0, activeDeadlineSeconds: 0, liveView: true}}",
+        "live",
+    )
+    phase_is(name, "Connected", 240)
+    events = [e for e in session_events(name) if e["reason"] == "LiveView"]
+    assert events and f"port-forward pod/{name}-server 8090" in events[0]["message"], events
+    server = kubectl_json("-n", NS, "get", "pod", f"{name}-server")
+    args = server["spec"]["containers"][0]["args"]
+    assert args[args.index("--view-port") + 1] == "8090" and "--view-host" not in args
+    if process_node():
+        # No kubectl port-forward here: do what it does (enter the pod's network namespace,
+        # connect to localhost there) with nsenter, and check the pod's address is refused.
+        pid = container_id(server).partition("://")[2]
+        page, first = in_pod_netns(pid, "/"), in_pod_netns(pid, "/stats.json")
+        time.sleep(2)
+        second = in_pod_netns(pid, "/stats.json")
+        with pytest.raises(OSError):
+            socket.create_connection((server["status"]["podIP"], 8090), 3).close()
+    else:
+        with port_forward(f"pod/{name}-server", 8090, NS) as local:
+            page = fetch(f"http://127.0.0.1:{local}/")
+            first = fetch(f"http://127.0.0.1:{local}/stats.json")
+            time.sleep(2)  # the numbers on the page move while the session streams
+            second = fetch(f"http://127.0.0.1:{local}/stats.json")
+    assert page.lstrip().lower().startswith("<!doctype html"), page[:200]
+    numbers = [json.loads(first), json.loads(second)]
+    assert numbers[1]["frames_sent"] > numbers[0]["frames_sent"], numbers
+    assert numbers[1]["frames_matched"] > 0, numbers
+    policy = kubectl_json("-n", NS, "get", "networkpolicy", f"{name}-peers")["spec"]
+    assert all(p.get("protocol") == "UDP" for r in policy["ingress"] for p in r["ports"])
+
+
+def fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        return str(answer.read().decode())
+
+
+def in_pod_netns(pid: str, path: str) -> str:
+    """GET http://127.0.0.1:8090<path> from inside the network namespace of process `pid`."""
+    code = (
+        "import sys, urllib.request; "
+        f"sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:8090{path}', timeout=10)"
+        ".read().decode())"
+    )
+    done = run("nsenter", f"--net=/proc/{pid}/ns/net", sys.executable, "-c", code, timeout=30)
+    return done.stdout
 
 
 def session_events(name: str) -> list[dict[str, str]]:

@@ -37,6 +37,9 @@ its keys, and watch it with a `metadata.name` field selector, which RBAC authori
 cannot be limited by name)."""
 PEER_VERBS = ["get", "watch"]
 """What a peer does with the other role's ConfigMap: read and watch it, never write."""
+VIEW_PORT = 8090
+"""Where a server with `spec.liveView` serves its live view: 127.0.0.1 inside its pod, which
+`kubectl port-forward` reaches (it connects to localhost in the pod's network namespace)."""
 ICE_CREDENTIAL_ENV = "REBOUND_ICE_CREDENTIAL_{index}"
 """Env var holding the credential of `iceServers[index]` (peers.cli.rtc_configuration)."""
 
@@ -226,6 +229,8 @@ def peer_args(
     ]
     if which == "server":
         args += spec.session().to_peer_args()
+        if spec.live_view:
+            args += ["--view-port", str(VIEW_PORT)]
     return args
 
 
@@ -296,9 +301,22 @@ def pod(
     if deadline:
         # Backstop only: the operator fails the session at the deadline itself.
         pod_spec["activeDeadlineSeconds"] = deadline + 60
+    if which == "server" and spec.live_view:
+        # Informational (port-forward needs no declared port); bound to 127.0.0.1 only.
+        container = pod_spec["containers"][0]
+        container["ports"] = [{"name": "view", "containerPort": VIEW_PORT, "protocol": "TCP"}]
     metadata = _metadata(owner, names.pod(which), which)
     metadata["labels"]["app.kubernetes.io/component"] = "peer"
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
+
+
+def live_view_hint(owner: Owner) -> str:
+    """How a user opens the live view of a session with `spec.liveView`."""
+    pod_name = Names.of(owner.name).server_pod
+    return (
+        f"live view: kubectl -n {owner.namespace} port-forward pod/{pod_name} {VIEW_PORT}, "
+        f"then open http://127.0.0.1:{VIEW_PORT}/ (while the session runs)"
+    )
 
 
 @dataclass(frozen=True)

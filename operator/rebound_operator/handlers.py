@@ -34,7 +34,14 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from rebound_operator import GROUP, PLURAL, VERSION, kube, telemetry
-from rebound_operator.children import CHILD_SELECTOR, SESSION_LABEL, Names, Owner, all_children
+from rebound_operator.children import (
+    CHILD_SELECTOR,
+    SESSION_LABEL,
+    Names,
+    Owner,
+    all_children,
+    live_view_hint,
+)
 from rebound_operator.lifecycle import (
     TERMINAL,
     Event,
@@ -355,6 +362,8 @@ async def _ensure_children(
         return False
     if ensured.created:
         _post(body, Event("Normal", "Created", "created " + ", ".join(ensured.created)))
+        if spec.live_view and any(c.startswith("Pod ") for c in ensured.created):
+            _post(body, Event("Normal", "LiveView", live_view_hint(Owner(name, namespace, uid))))
     if ensured.leaving is None:
         return True
     waited = (now - start).total_seconds()

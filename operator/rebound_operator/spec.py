@@ -103,6 +103,7 @@ class BallSessionSpec(SessionSpec):
     image: str = Field("", max_length=512)
     resources: Resources = Field(default_factory=Resources)
     ice_servers: list[SessionIceServer] = Field(default_factory=list, max_length=8)
+    live_view: bool = False
 
     @field_validator("pending_timeout_seconds")
     @classmethod

@@ -5,12 +5,14 @@ import pytest
 from rebound_operator.children import (
     CHILD_SELECTOR,
     SESSION_LABEL,
+    VIEW_PORT,
     ApiRoute,
     Names,
     Owner,
     Role,
     all_children,
     configmap,
+    live_view_hint,
     network_policy,
     pod,
     role,
@@ -263,3 +265,28 @@ def test_unknown_api_server_addresses_fall_back_to_its_ports(routes: list[Any]) 
 
 def test_network_policy_opens_egress_for_ice_servers() -> None:
     assert network_policy(OWNER, SPEC)["spec"]["egress"] == [{}]  # SPEC names a TURN server
+
+
+def test_live_view_runs_the_server_with_a_view_port_and_loosens_nothing() -> None:
+    plain = parse_spec({"frames": 300})
+    live = parse_spec({"frames": 300, "liveView": True})
+    server = pod("server", OWNER, live, default_image="x")["spec"]
+    (container,) = server["containers"]
+    parsed = peer_server.build_parser().parse_args(container["args"])
+    assert parsed.view_port == VIEW_PORT
+    assert parsed.view_host == "127.0.0.1"
+    # bound to 127.0.0.1 in the pod: only `kubectl port-forward` (localhost in the pod's
+    # network namespace) reaches it; --view-host is never given
+    assert "--view-host" not in container["args"]
+    assert container["ports"] == [{"name": "view", "containerPort": VIEW_PORT, "protocol": "TCP"}]
+    before = pod("server", OWNER, plain, default_image="x")["spec"]
+    assert "--view-port" not in before["containers"][0]["args"]
+    assert server["securityContext"] == before["securityContext"]
+    assert container["securityContext"] == before["containers"][0]["securityContext"]
+    client = pod("client", OWNER, live, default_image="x")["spec"]["containers"][0]
+    assert "--view-port" not in client["args"] and "ports" not in client
+    assert network_policy(OWNER, live) == network_policy(OWNER, plain)
+    assert live_view_hint(OWNER) == (
+        "live view: kubectl -n team-a port-forward pod/demo-server 8090, "
+        "then open http://127.0.0.1:8090/ (while the session runs)"
+    )

@@ -821,3 +821,16 @@ def test_a_forged_or_broken_series_is_a_warning_and_changes_no_result(
     assert event["type"] == "Warning"
     assert event["message"] == "ignored data.series: invalid lines: bad_outcome 1"
     assert not [e for e in cluster.events("forged") if e["reason"] == "ReportReady"]
+
+
+def test_a_live_view_session_says_how_to_open_it(cluster: Cluster, operator: KopfRunner) -> None:
+    cluster.create("viewed", liveView=True, **SMALL)
+    event = wait_for(
+        lambda: next((e for e in cluster.events("viewed") if e["reason"] == "LiveView"), None),
+        what="the LiveView event",
+    )
+    assert "kubectl -n emulated port-forward pod/viewed-server 8090" in event["message"]
+    pods = {p["metadata"]["name"]: p for p in cluster.children("viewed")["v1/pods"]}
+    args = pods["viewed-server"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--view-port") + 1] == "8090"
+    assert "--view-port" not in pods["viewed-client"]["spec"]["containers"][0]["args"]
