@@ -1,9 +1,13 @@
-"""`make bench-peers`: detector throughput and full loopback sessions, as Markdown tables.
+"""`make bench-peers`: detector throughput and full sessions, as Markdown tables.
 
 Detector: frames rendered, passed through a VP8-like lossy path (JPEG q=50 + noise) and
 timed (a) in a spawned process calling what process_a calls per frame (marker + locate) and
 (b) through the whole FrameTracker pipeline (queue, pickling, Values, doorbell, event loop).
-Sessions: both peers as processes on 127.0.0.1, default VP8 bitrate.
+Sessions: both peers as processes on 127.0.0.1, VP8 at 1000 kbit/s; every session row has
+the CPU seconds each process used per second of streaming (server, client, process_a).
+Codec and bitrate: VP8 and H264 at 150-1500 kbit/s, 640x480@30 and 1280x720@30.
+Packet loss: 640x480@30 across two network namespaces whose nftables rules drop a random
+share of the UDP packets (bench/lossy.py; needs root, else the table says why not).
 Failure detection: a peer (or process_a) is killed or frozen mid-session; the table shows how
 long the other side takes to end the session, with which exit code and message.
 """
@@ -13,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing as mp
+import os
 import sys
 import time
 from typing import Any
@@ -20,9 +25,11 @@ from typing import Any
 import cv2
 import numpy as np
 
+from bench import lossy
 from bench.machine import describe
 from bench.progress import say
 from bench.sessions import FAILURES, detect_failure, run_session
+from localcluster import packages
 from peers.ball import BallModel
 from peers.render import draw
 from peers.tracker import START_METHOD, FrameItem, FrameTracker, process_frame
@@ -107,40 +114,125 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+CPU_HEADER = "CPU server / client / process_a = total (cores)"
+
+
+def _cpu(s: dict[str, Any]) -> str:
+    """CPU seconds per second of streaming of each process, and their sum."""
+    cpu = s.get("cpu")
+    if not cpu:
+        return "n/a"
+    total = cpu["server"] + cpu["client"] + cpu["process_a"]
+    return f"{cpu['server']:.2f} / {cpu['client']:.2f} / {cpu['process_a']:.2f} = {total:.2f}"
+
+
+def _matched(s: dict[str, Any]) -> str:
+    sent = s["frames_sent"]
+    return f"{100.0 * s['frames_matched'] / sent:.2f}%" if sent else "n/a"
+
+
+def _session_args(width: int, height: int, fps: int, seconds: float, *extra: str) -> list[str]:
+    return [
+        "--width",
+        str(width),
+        "--height",
+        str(height),
+        "--fps",
+        str(fps),
+        "--duration",
+        f"{seconds:g}",
+        *extra,
+    ]
+
+
 def session_table(configs: list[tuple[int, int, int, int]]) -> str:
-    """Markdown: one row per full session (width, height, fps, seconds)."""
+    """Markdown: one row per full session (width, height, fps, seconds), VP8 at 1000 kbit/s."""
     rows = [
         "| session | frames sent | achieved fps | matched | client drops "
-        "| error mean / p95 / max (px) "
-        "| latency p50 / p95 (ms) | RSS server / client (MB) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| error mean / p95 / max (px) | latency p50 / p95 (ms) "
+        f"| bitrate measured (kbit/s) | {CPU_HEADER} | RSS server / client (MB) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for number, (width, height, fps, seconds) in enumerate(configs, 1):
         label = f"session {number}/{len(configs)} {width}x{height}@{fps}"
         say(f"{label}: {seconds} s over loopback")
         s = run_session(
-            [
-                "--width",
-                str(width),
-                "--height",
-                str(height),
-                "--fps",
-                str(fps),
-                "--duration",
-                str(seconds),
-            ],
-            timeout=seconds + 120,
-            label=label,
+            _session_args(width, height, fps, seconds), timeout=seconds + 120, label=label
         )
-        sent = s["frames_sent"]
-        ratio = 100.0 * s["frames_matched"] / sent if sent else 0.0
         rows.append(
-            f"| {width}x{height}@{fps}, {seconds} s | {sent} | {_fmt(s['achieved_fps'])} "
-            f"({100.0 * (s['achieved_fps'] or 0) / fps:.1f}%) | {ratio:.2f}% "
-            f"| {s['frames_dropped_by_client']} | {_fmt(s['mean_error_px'], 3)} / "
-            f"{_fmt(s['p95_error_px'], 3)} / {_fmt(s['max_error_px'], 3)} "
+            f"| {width}x{height}@{fps}, {seconds} s | {s['frames_sent']} "
+            f"| {_fmt(s['achieved_fps'])} ({100.0 * (s['achieved_fps'] or 0) / fps:.1f}%) "
+            f"| {_matched(s)} | {s['frames_dropped_by_client']} "
+            f"| {_fmt(s['mean_error_px'], 3)} / {_fmt(s['p95_error_px'], 3)} / "
+            f"{_fmt(s['max_error_px'], 3)} "
             f"| {_fmt(s['latency_ms_p50'], 1)} / {_fmt(s['latency_ms_p95'], 1)} "
+            f"| {_fmt(s['measured_bitrate_kbps'], 0)} | {_cpu(s)} "
             f"| {s['server_rss_mb']} / {s['client_rss_mb']} |"
+        )
+    return "\n".join(rows)
+
+
+CODECS = ("VP8", "H264")
+BITRATES_KBPS = (150, 300, 600, 1500)
+CODEC_SIZES = ((640, 480, 30), (1280, 720, 30))
+
+
+def codec_table(
+    sizes: tuple[tuple[int, int, int], ...], bitrates: tuple[int, ...], seconds: float
+) -> str:
+    """Markdown: error and matched frames per codec and target bitrate, with the bitrate
+    measured on the wire and each peer's CPU."""
+    rows = [
+        "| frame | codec | target (kbit/s) | measured (kbit/s) | matched "
+        "| error mean / p95 (px) | unreadable | latency p50 / p95 (ms) "
+        f"| {CPU_HEADER} |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    combos = [(size, codec, kbps) for size in sizes for codec in CODECS for kbps in bitrates]
+    for number, ((width, height, fps), codec, kbps) in enumerate(combos, 1):
+        label = f"codec {number}/{len(combos)} {width}x{height}@{fps} {codec} {kbps} kbit/s"
+        say(f"{label}: {seconds:g} s over loopback")
+        args = _session_args(width, height, fps, seconds, "--codec", codec)
+        s = run_session([*args, "--bitrate-kbps", str(kbps)], timeout=seconds + 120, label=label)
+        rows.append(
+            f"| {width}x{height}@{fps} | {codec} | {kbps} | {_fmt(s['measured_bitrate_kbps'], 0)} "
+            f"| {_matched(s)} | {_fmt(s['mean_error_px'], 3)} / {_fmt(s['p95_error_px'], 3)} "
+            f"| {s['frames_unreadable']} "
+            f"| {_fmt(s['latency_ms_p50'], 1)} / {_fmt(s['latency_ms_p95'], 1)} | {_cpu(s)} |"
+        )
+    return "\n".join(rows)
+
+
+LOSSES = ((0.0, 0.0), (2.0, 0.0), (5.0, 0.0), (5.0, 5.0))
+"""(server -> client %, client -> server %) of UDP packets dropped."""
+
+
+def loss_table(seconds: float) -> str:
+    """Markdown: sessions across a lossy link (two network namespaces, nftables drops)."""
+    problem = lossy.unavailable()
+    if problem is None and os.geteuid() == 0:
+        problem = packages.ensure(["ip", "nft"], say)
+    if problem is not None:
+        return f"(not run: {problem})"
+    rows = [
+        "| UDP loss to client / to server | link dropped (packets) | loss reported (RTCP) "
+        "| matched | incomplete | error mean / p95 (px) | latency p50 / p95 (ms) "
+        f"| {CPU_HEADER} |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for number, (to_client, to_server) in enumerate(LOSSES, 1):
+        label = f"loss {number}/{len(LOSSES)} {to_client:g}% / {to_server:g}%"
+        say(f"{label}: {seconds:g} s at 640x480@30 across two network namespaces")
+        with lossy.LossyLink(to_client, to_server) as link:
+            s = run_session(
+                _session_args(640, 480, 30, seconds), timeout=seconds + 120, label=label, link=link
+            )
+            dropped = link.dropped()
+        rows.append(
+            f"| {to_client:g}% / {to_server:g}% | {dropped[0]} / {dropped[1]} "
+            f"| {_fmt(s['packet_loss_pct'], 2)}% | {_matched(s)} | {s['frames_incomplete']} "
+            f"| {_fmt(s['mean_error_px'], 3)} / {_fmt(s['p95_error_px'], 3)} "
+            f"| {_fmt(s['latency_ms_p50'], 1)} / {_fmt(s['latency_ms_p95'], 1)} | {_cpu(s)} |"
         )
     return "\n".join(rows)
 
@@ -161,7 +253,7 @@ def failure_table() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print the detector and session tables."""
+    """Print the detector, session, codec/bitrate, loss and failure tables."""
     parser = argparse.ArgumentParser(prog="python -m bench.peers")
     parser.add_argument("--quick", action="store_true", help="short runs (smoke test)")
     args = parser.parse_args(argv)
@@ -171,11 +263,28 @@ def main(argv: list[str] | None = None) -> int:
         if args.quick
         else [(640, 480, 30, 30), (1280, 720, 60, 30)]
     )
+    codec_seconds, loss_seconds = (4.0, 6.0) if args.quick else (10.0, 20.0)
+    sizes = CODEC_SIZES[:1] if args.quick else CODEC_SIZES
+    bitrates = BITRATES_KBPS[1::2] if args.quick else BITRATES_KBPS
+    say(
+        "bench-peers: about "
+        + (
+            "3 minutes (--quick)"
+            if args.quick
+            else "12 minutes: 2 long sessions, "
+            f"{len(sizes) * len(CODECS) * len(bitrates)} codec/bitrate sessions, "
+            f"{len(LOSSES)} lossy ones, 5 failures"
+        )
+    )
     print(f"Machine: {describe()}\n")
     print("### Detector throughput\n")
     print(detector_table(seconds), "\n", flush=True)
-    print("### Full sessions (loopback, VP8 default bitrate)\n")
+    print("### Full sessions (loopback, VP8 at 1000 kbit/s)\n")
     print(session_table(configs), "\n", flush=True)
+    print(f"### Codec and bitrate (loopback, {codec_seconds:g} s each)\n")
+    print(codec_table(sizes, bitrates, codec_seconds), "\n", flush=True)
+    print(f"### Packet loss (640x480@30, VP8 at 1000 kbit/s, {loss_seconds:g} s each)\n")
+    print(loss_table(loss_seconds), "\n", flush=True)
     print("### Failure detection (loopback)\n")
     print(failure_table(), flush=True)
     return 0

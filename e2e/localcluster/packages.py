@@ -22,6 +22,7 @@ from pathlib import Path
 # The Debian package that provides each command the tiers run.
 PACKAGE_OF = {
     "ip": "iproute2",
+    "nft": "nftables",
     "nsenter": "util-linux",
     "iptables": "iptables",
     "iptables-restore": "iptables",
