@@ -33,6 +33,26 @@ VBV_BUFFER_S = 1.0
 """Rate-control buffer, in seconds of target bitrate (aiortc's VP8 choice)."""
 
 
+H264_LEVELS = (
+    ("31", 3_600, 108_000),
+    ("32", 5_120, 216_000),
+    ("40", 8_192, 245_760),
+    ("42", 8_704, 522_240),
+    ("51", 36_864, 983_040),
+    ("52", 36_864, 2_073_600),
+)
+"""H.264 levels (Annex A, table A-1): name, max macroblocks per frame, per second."""
+
+
+def h264_level(width: int, height: int, fps: int) -> str:
+    """The lowest H.264 level (3.1 or above) that holds `width` x `height` at `fps`."""
+    per_frame = -(-width // 16) * -(-height // 16)
+    for name, max_frame, max_rate in H264_LEVELS:
+        if per_frame <= max_frame and per_frame * fps <= max_rate:
+            return name
+    return H264_LEVELS[-1][0]
+
+
 class BitrateMixin:
     """A target bitrate REMB cannot move; the last REMB estimate is kept for the record."""
 
@@ -126,7 +146,7 @@ class FixedRateH264Encoder(BitrateMixin, H264Encoder):
         codec.time_base = VIDEO_TIME_BASE
         codec.gop_size = KEYFRAME_INTERVAL_S * self.fps
         codec.options = {
-            "level": "31" if frame.width * frame.height <= 1280 * 720 else "40",
+            "level": h264_level(frame.width, frame.height, self.fps),
             "tune": "zerolatency",
             "preset": "veryfast",
             "x264-params": "scenecut=0",  # keyframes on request (PLI) or every 10 s only

@@ -110,3 +110,21 @@ def test_another_aiortc_version_fails_loudly() -> None:
     with pytest.raises(aiortc_internals.AiortcVersionError, match="aioice"):
         aiortc_internals.check_versions({"aiortc": "1.16.0", "aioice": "0.14.0"})
     aiortc_internals.check_versions()
+
+
+@pytest.mark.parametrize(
+    ("size", "fps", "level"),
+    [
+        ((640, 480), 30, "31"),
+        ((1280, 720), 30, "31"),
+        ((1280, 720), 60, "32"),
+        ((1920, 1080), 30, "40"),
+        ((1920, 1080), 60, "42"),
+        ((3840, 2160), 30, "51"),
+        ((3840, 2160), 120, "52"),
+    ],
+)
+def test_the_h264_level_holds_the_frame_size_and_rate(
+    size: tuple[int, int], fps: int, level: str
+) -> None:
+    assert encoders.h264_level(*size, fps) == level
