@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Annotated, NoReturn
 
 from aiortc import RTCConfiguration, RTCIceServer
@@ -203,6 +204,18 @@ def describe_validation_error(exc: ValidationError, flag_names: dict[str, str]) 
         flag = flag_names.get(str(loc[0]), f"--{str(loc[0]).replace('_', '-')}")
         return f"{flag} {first.get('input')!s}: {message}"
     return message
+
+
+def check_output_path(flag: str, path: Path) -> None:
+    """UsageError unless `path` can be written as a file (checked before any session)."""
+    if path.is_dir():
+        raise UsageError(f"{flag} {path}: is a directory")
+    if not path.parent.is_dir():
+        raise UsageError(f"{flag} {path}: directory does not exist")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UsageError(f"{flag} {path}: file is not writable")
+    if not path.exists() and not os.access(path.parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path}: directory is not writable")
 
 
 def configure_logging(verbose: bool) -> None:

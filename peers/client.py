@@ -15,17 +15,18 @@ import logging
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
-import cv2
 from aiortc import MediaStreamTrack, RTCDataChannel, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from peers import cli, protocol, sctp_guard, signaling
+from peers import cli, display, protocol, recorder, sctp_guard, signaling
 from peers.channel import LABEL, PeerChannel
 from peers.liveness import Stall
 from peers.progress import Progress
 from peers.receive import FastVideoReceive
+from peers.received import ReceivedFrames
 from peers.session import (
     NoPeer,
     PeerFailure,
@@ -70,7 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--display",
         action="store_true",
-        help="show received frames (needs an OpenCV build with a GUI)",
+        help="show the received frames with the detection in a window (needs OpenCV's GUI "
+        "build: make install-gui)",
+    )
+    parser.add_argument(
+        "--record",
+        type=Path,
+        metavar="PATH",
+        help="record the received frames with the detection drawn to PATH "
+        f"({', '.join(recorder.FORMATS)})",
     )
     parser.add_argument(
         "--queue-size",
@@ -92,14 +101,10 @@ def validate_args(args: argparse.Namespace) -> None:
         raise cli.UsageError(
             f"--queue-size {args.queue_size} must be {cli.describe_range(1, MAX_QUEUE_SIZE)}"
         )
-
-
-def gui_available() -> bool:
-    """True when this OpenCV build can open windows (opencv-python-headless cannot)."""
-    for line in cv2.getBuildInformation().splitlines():
-        if line.strip().startswith("GUI:"):
-            return line.split(":", 1)[1].strip().upper() != "NONE"
-    return False
+    if args.record is not None:
+        cli.check_output_path("--record", args.record)
+        if problem := recorder.check_path(args.record):
+            raise cli.UsageError(problem)
 
 
 def frame_item(frame: Any, seq: int) -> FrameItem:
@@ -145,9 +150,15 @@ class Client:
         self.progress = Progress()
         self._consumer: asyncio.Task[None] | None = None
         self.receive_path: FastVideoReceive | None = None
-        self._display = bool(args.display) and gui_available()
-        if args.display and not self._display:
-            log.info("--display: this OpenCV build has no GUI (headless); running headless")
+        self.window = display.Window.for_program("peers.client") if args.display else None
+        if args.display and self.window is None:
+            log.info("--display: %s; running without a window", display.unavailable_reason())
+        self.recorder = None if args.record is None else recorder.Recorder(args.record)
+        self.pictures = (
+            ReceivedFrames(self.window, self.recorder)
+            if self.window is not None or self.recorder is not None
+            else None
+        )
 
     def _on_state(self) -> None:
         state = self.pc.connectionState
@@ -196,6 +207,8 @@ class Client:
         self.max_frame_seen = max(self.max_frame_seen, detection.frame)
         self.channel.send(protocol.encode_coordinate(detection.frame, detection.x, detection.y))
         self.sent += 1
+        if self.pictures is not None:
+            self.pictures.on_detection(detection)
         if self.args.verbose:
             print(
                 f"frame {detection.frame:6d}  ball at ({detection.x:8.3f}, {detection.y:8.3f})",
@@ -213,9 +226,8 @@ class Client:
                 self.last_frame_at = time.monotonic()
                 self.tracker.submit(frame_item(frame, seq))
                 seq += 1
-                if self._display:
-                    cv2.imshow("rebound client", frame.to_ndarray(format="bgr24"))
-                    cv2.waitKey(1)
+                if self.pictures is not None:
+                    self.pictures.on_frame(frame, self.last_frame_at)
 
     def incomplete(self) -> int:
         """Frames the receiver gave up on (never decoded)."""
@@ -372,6 +384,12 @@ class Client:
         self._print_summary()
         if failure is not None:
             await self._abort()
+        if self.recorder is not None:
+            try:
+                await self.recorder.close()
+                print(f"recording written to {self.recorder.path}", flush=True)
+            except recorder.RecordError as exc:
+                failure = failure or str(exc)
         return failure
 
     async def close(self) -> None:
@@ -385,8 +403,11 @@ class Client:
         await self.pc.close()
         await asyncio.to_thread(self.tracker.close)
         await self.signaling.close()
-        if self._display:
-            cv2.destroyAllWindows()
+        if self.recorder is not None:
+            with contextlib.suppress(recorder.RecordError):
+                await self.recorder.close()
+        if self.window is not None:
+            self.window.close()
 
 
 async def answer(args: argparse.Namespace, stop: asyncio.Event) -> int:

@@ -12,7 +12,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from peers.ball import Position
+from peers import render
+from peers.ball import BallModel, Position
 from peers.config import MARKER_BAND_PX
 
 Image = npt.NDArray[np.uint8]
@@ -76,3 +77,35 @@ def annotate(
         draw_detection(frame, detected, max(4.0, radius * 0.6))
     draw_text(frame, lines)
     return frame
+
+
+class SentFrames:
+    """Frame `i` as the server sent it (ball and marker; the faint background grain left
+    out), with an overlay. CPU work: the server runs it in a thread."""
+
+    def __init__(self, model: BallModel) -> None:
+        self.model = model
+        self._canvas = render.new_canvas(model.width, model.height)
+
+    def draw(
+        self, frame_index: int, truth: Position, detected: Position | None, lines: Sequence[str]
+    ) -> Image:
+        """The frame with truth, detection and `lines` drawn (a reused buffer: copy to keep)."""
+        model = self.model
+        frame = render.draw(truth, model.radius, model.width, model.height,
+                            frame_index=frame_index, out=self._canvas)  # fmt: skip
+        return annotate(frame, radius=model.radius, truth=truth, detected=detected, lines=lines)
+
+
+def caption(
+    frame: int | None, error_px: float | None, fps: float | None, latency_ms: float | None
+) -> list[str]:
+    """The two lines of text the views draw: frame and error, fps and latency."""
+
+    def fmt(value: float | None, unit: str, digits: int) -> str:
+        return "n/a" if value is None else f"{value:.{digits}f}{unit}"
+
+    return [
+        f"frame {'n/a' if frame is None else frame}  error {fmt(error_px, ' px', 3)}",
+        f"{fmt(fps, ' fps', 1)}  latency {fmt(latency_ms, ' ms', 1)}",
+    ]

@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import sys
 import time
 from collections import Counter
@@ -22,17 +21,19 @@ from typing import Any
 from aiortc import RTCSessionDescription
 from pydantic import ValidationError
 
-from peers import cli, encoders, protocol, sctp_guard, signaling
+from peers import cli, display, encoders, protocol, recorder, sctp_guard, signaling
 from peers.ball import BallModel
 from peers.channel import LABEL, PeerChannel
 from peers.config import CODECS, MARKER_BAND_PX, SessionSpec
 from peers.link import LinkMonitor
+from peers.live_numbers import Snapshot
 from peers.liveness import Stall
 from peers.matching import CoordinateMatcher, Match
 from peers.metrics import format_summary, summary_document
 from peers.outputs import OutputError, SessionOutputs, report_unavailable
 from peers.series_store import DecimatedSeries
 from peers.series_writer import SeriesError
+from peers.server_picture import ServerPicture
 from peers.session import (
     NoPeer,
     PeerFailure,
@@ -49,7 +50,7 @@ from peers.session import (
 )
 from peers.signaling.base import SignalingError
 from peers.track import BallTrack
-from peers.view import LiveView, Snapshot, ViewError
+from peers.view import LiveView, ViewError
 
 log = logging.getLogger("rebound.server")
 
@@ -152,6 +153,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="at the end, write a self-contained HTML report (plots and frames inline) to "
         "PATH.html (needs matplotlib: the `report` extra)",
     )
+    parser.add_argument(
+        "--display",
+        action="store_true",
+        help="show the frames with the truth (green) and the client's detection (red) in a "
+        "window (needs OpenCV's GUI build: make install-gui)",
+    )
+    parser.add_argument(
+        "--record",
+        type=Path,
+        metavar="PATH",
+        help="record the frames with the truth and the detection drawn to PATH "
+        f"({', '.join(recorder.FORMATS)})",
+    )
     view = parser.add_argument_group("live view")
     view.add_argument(
         "--view-port",
@@ -199,19 +213,12 @@ def spec_from_args(args: argparse.Namespace) -> SessionSpec:
         raise cli.UsageError(cli.describe_validation_error(exc, FLAG_NAMES)) from None
 
 
-def check_output_path(flag: str, path: Path) -> None:
-    """UsageError unless `path` can be written as a file (checked before any session)."""
-    if path.is_dir():
-        raise cli.UsageError(f"{flag} {path}: is a directory")
-    if not path.parent.is_dir():
-        raise cli.UsageError(f"{flag} {path}: directory does not exist")
-    if path.exists() and not os.access(path, os.W_OK):
-        raise cli.UsageError(f"{flag} {path}: file is not writable")
-    if not path.exists() and not os.access(path.parent, os.W_OK | os.X_OK):
-        raise cli.UsageError(f"{flag} {path}: directory is not writable")
-
-
-OUTPUT_FLAGS = {"summary_json": "--summary-json", "series": "--series", "report": "--report"}
+OUTPUT_FLAGS = {
+    "summary_json": "--summary-json",
+    "series": "--series",
+    "report": "--report",
+    "record": "--record",
+}
 
 
 def validate_args(args: argparse.Namespace) -> SessionSpec:
@@ -220,8 +227,10 @@ def validate_args(args: argparse.Namespace) -> SessionSpec:
     cli.validate_common_arguments(args)
     for name, flag in OUTPUT_FLAGS.items():
         if getattr(args, name) is not None:
-            check_output_path(flag, getattr(args, name))
+            cli.check_output_path(flag, getattr(args, name))
     if args.report is not None and (problem := report_unavailable()):
+        raise cli.UsageError(problem)
+    if args.record is not None and (problem := recorder.check_path(args.record)):
         raise cli.UsageError(problem)
     return spec
 
@@ -248,6 +257,15 @@ class Server:
         self.series = self.outputs.writer
         self.phase = "waiting for the client"
         self.last_match: Match | None = None
+        self.window = display.Window.for_program("peers.server") if args.display else None
+        if args.display and self.window is None:
+            log.info("--display: %s; running without a window", display.unavailable_reason())
+        self.recorder = None if args.record is None else recorder.Recorder(args.record, spec.fps)
+        self.picture = (
+            ServerPicture(self.model, self._snapshot, self.window, self.recorder)
+            if self.window is not None or self.recorder is not None
+            else None
+        )
         self.view: LiveView | None = None
         if args.view_port is not None:
             self.view = LiveView(
@@ -528,8 +546,12 @@ class Server:
         await channel_opens(self.channel.opened, stop)
         self._last_publish = time.monotonic()
         self.phase = "streaming"
+        if self.picture is not None:
+            self.picture.start()
         failure = await self._session(stop)
         self.phase = "ended" if failure is None else "failed"
+        if self.picture is not None:
+            await self.picture.stop()
         summary = await self._write_summary()
         await self._store_series(summary)  # before the summary: the operator ends on that
         await self._publish(final=True)
@@ -539,6 +561,12 @@ class Server:
             raise PeerFailure(str(exc)) from None
         if self.args.report is not None:
             print(f"report written to {self.args.report}", flush=True)
+        if self.recorder is not None:
+            try:
+                await self.recorder.close()
+            except recorder.RecordError as exc:
+                raise PeerFailure(str(exc)) from None
+            print(f"recording written to {self.recorder.path}", flush=True)
         return failure
 
     async def close(self) -> None:
@@ -548,6 +576,13 @@ class Server:
         await self.outputs.close()
         if self.view is not None:
             await self.view.stop()
+        if self.picture is not None:
+            await self.picture.stop()
+        if self.recorder is not None:
+            with contextlib.suppress(recorder.RecordError):
+                await self.recorder.close()
+        if self.window is not None:
+            self.window.close()
         await self.channel.stop()
         await self.pc.close()
         await self.signaling.close()

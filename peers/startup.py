@@ -6,6 +6,8 @@ then would end in a KeyboardInterrupt traceback. The peers' modules import this 
 `python -m peers.client`, `rebound-server`, `rebound-client`), it installs an excepthook that
 turns an uncaught KeyboardInterrupt into a silent exit 130. Imported as a library (tests, the
 operator, a REPL) it changes nothing. Once the loop runs, `peers.cli.run` handles SIGINT.
+With `--display` it also opens the peer's window here, before anything imports aiortc (see
+peers.display).
 """
 
 from __future__ import annotations
@@ -39,3 +41,8 @@ def _quiet_interrupt(
 
 if running_as_peer():
     sys.excepthook = _quiet_interrupt
+    if "--display" in sys.argv[1:]:
+        # The window must exist before aiortc is imported (peers.display says why).
+        from peers import display
+
+        display.open_for_program(display.main_module(), sys.argv[1:])

@@ -21,18 +21,18 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 from aiohttp import web
 
-from peers import overlay, render
+from peers import overlay
 from peers.ball import BallModel
+from peers.live_numbers import RunningNumbers, Snapshot
 from peers.matching import Match
 
 log = logging.getLogger("rebound.view")
@@ -44,84 +44,12 @@ JPEG_QUALITY = 80
 BOUNDARY = "reboundframe"
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    """The server's state as the view reads it (references, no copies)."""
-
-    phase: str
-    frames_sent: int
-    errors_px: Any
-    """array('d') of every matched frame's error, in arrival order (only appended to)."""
-    latencies_s: Any
-    frames_dropped_by_client: int | None
-    last_match: Match | None
-
-
-class RunningNumbers:
-    """Turns successive snapshots into the numbers on the page. Pure.
-
-    `*_now` values are over the last sampling window (about one second), the others over
-    the whole session.
-    """
-
-    def __init__(self, window_s: float = 1.0) -> None:
-        self.window_s = window_s
-        self._marks: list[tuple[float, int, int]] = []
-
-    def update(self, snap: Snapshot, now: float) -> dict[str, Any]:
-        """The numbers for `snap` taken at `now` (monotonic seconds)."""
-        matched = len(snap.errors_px)
-        self._marks.append((now, snap.frames_sent, matched))
-        while len(self._marks) > 2 and now - self._marks[1][0] >= self.window_s:
-            self._marks.pop(0)
-        then, sent_then, matched_then = self._marks[0]
-        span = now - then
-        recent = np.frombuffer(snap.errors_px, dtype=np.float64)[matched_then:matched]
-        recent_latency = np.frombuffer(snap.latencies_s, dtype=np.float64)[matched_then:matched]
-        errors = np.frombuffer(snap.errors_px, dtype=np.float64)[:matched]
-        last = snap.last_match
-
-        def value(x: float | None, digits: int) -> float | None:
-            return None if x is None or not math.isfinite(x) else round(x, digits)
-
-        return {
-            "phase": snap.phase,
-            "frames_sent": snap.frames_sent,
-            "frames_matched": matched,
-            "frames_dropped_by_client": snap.frames_dropped_by_client,
-            "fps_now": value((snap.frames_sent - sent_then) / span if span > 0 else None, 1),
-            "matched_per_s_now": value((matched - matched_then) / span if span > 0 else None, 1),
-            "error_px_now": value(float(recent.mean()) if recent.size else None, 4),
-            "error_px_mean": value(float(errors.mean()) if errors.size else None, 4),
-            "error_px_p95": value(float(np.percentile(errors, 95)) if errors.size else None, 4),
-            "latency_ms_now": value(
-                float(np.median(recent_latency)) * 1000 if recent_latency.size else None, 1
-            ),
-            "last_frame": None if last is None else last.frame,
-            "last_error_px": None if last is None else round(last.error_px, 4),
-        }
-
-
-class FrameRenderer:
-    """Frame `i` as the server sent it (ball and marker; the faint background grain left
-    out), with the overlay. Pure CPU work: run it in a thread."""
-
-    def __init__(self, model: BallModel) -> None:
-        self.model = model
-        self._canvas = render.new_canvas(model.width, model.height)
-
-    def draw(self, match: Match, lines: list[str]) -> bytes:
-        """A JPEG of the match's frame with truth, detection and `lines` drawn."""
-        model = self.model
-        frame = render.draw(match.truth, model.radius, model.width, model.height,
-                            frame_index=match.frame, out=self._canvas)  # fmt: skip
-        overlay.annotate(
-            frame, radius=model.radius, truth=match.truth, detected=match.detected, lines=lines
-        )
-        ok, jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-        if not ok:
-            raise RuntimeError("JPEG encoding failed")
-        return jpeg.tobytes()
+def jpeg(frame: npt.NDArray[np.uint8]) -> bytes:
+    """`frame` as JPEG bytes."""
+    ok, data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return data.tobytes()
 
 
 class ViewError(Exception):
@@ -142,7 +70,7 @@ class LiveView:
     ) -> None:
         self.host, self.port = host, port
         self._snapshot = snapshot
-        self._renderer = FrameRenderer(model)
+        self._frames = overlay.SentFrames(model)
         self._numbers = RunningNumbers()
         self._video_interval = 1.0 / min(fps, MAX_VIDEO_FPS)
         self._runner: web.AppRunner | None = None
@@ -215,17 +143,12 @@ class LiveView:
                 self._numbers_changed.notify_all()
             await asyncio.sleep(SAMPLE_INTERVAL_S)
 
-    def _caption(self) -> list[str]:
+    def _render(self, match: Match) -> bytes:
         n = self.latest
-
-        def fmt(key: str, unit: str, digits: int) -> str:
-            value = n.get(key)
-            return "n/a" if value is None else f"{value:.{digits}f}{unit}"
-
-        return [
-            f"frame {n.get('last_frame')}  error {fmt('last_error_px', ' px', 3)}",
-            f"{fmt('fps_now', ' fps', 1)}  latency {fmt('latency_ms_now', ' ms', 1)}",
-        ]
+        lines = overlay.caption(
+            match.frame, match.error_px, n.get("fps_now"), n.get("latency_ms_now")
+        )
+        return jpeg(self._frames.draw(match.frame, match.truth, match.detected, lines))
 
     async def _produce_video(self) -> None:
         """Render the newest matched frame while anyone watches the video."""
@@ -234,7 +157,7 @@ class LiveView:
             started = loop.time()
             match = self._snapshot().last_match
             if match is not None and match.frame != self._jpeg_frame:
-                self._jpeg = await asyncio.to_thread(self._renderer.draw, match, self._caption())
+                self._jpeg = await asyncio.to_thread(self._render, match)
                 self._jpeg_frame = match.frame
                 self.jpegs_encoded += 1
                 async with self._frame_changed:

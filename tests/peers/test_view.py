@@ -7,9 +7,11 @@ from array import array
 import cv2
 import numpy as np
 
+from peers import overlay
 from peers.ball import BallModel, Position
+from peers.live_numbers import RunningNumbers, Snapshot
 from peers.matching import Match
-from peers.view import FrameRenderer, RunningNumbers, Snapshot
+from peers.view import jpeg
 
 MODEL = BallModel(320, 240, 12, 240, 30, seed=3)
 
@@ -38,8 +40,8 @@ def test_numbers_now_cover_the_last_second_and_means_the_whole_session() -> None
 def test_a_frame_is_drawn_with_the_ball_truth_and_detection() -> None:
     truth = MODEL.position(7)
     match = Match(7, Position(truth.x + 0.5, truth.y), truth, 0.5, 0.04)
-    jpeg = FrameRenderer(MODEL).draw(match, ["frame 7  error 0.500 px"])
-    frame = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    drawn = overlay.SentFrames(MODEL).draw(7, truth, match.detected, ["frame 7  error 0.5 px"])
+    frame = cv2.imdecode(np.frombuffer(jpeg(drawn), np.uint8), cv2.IMREAD_COLOR)
     assert frame.shape == (240, 320, 3)
     x, y = round(truth.x), round(truth.y)
     around = frame[y - 16 : y + 17, x - 16 : x + 17].astype(np.int16)
