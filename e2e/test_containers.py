@@ -15,15 +15,21 @@ no capabilities, no privilege escalation.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import socket
 import subprocess
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import av
 import pytest
 from certificates import (
     files_carrying,
@@ -37,6 +43,7 @@ from docker_kubelet import KUBECONFIG_PATH, LABEL, DockerKubelet, remove_contain
 from kube_harness import Emulator, GarbageCollector, wait_for
 from kubernetes import client
 from lockfile import canonical, locked_versions
+from machine_tools import require
 
 PEER_IMAGE = os.environ.get("PEER_IMAGE", "rebound-peer:0.1.0")
 OPERATOR_IMAGE = os.environ.get("OPERATOR_IMAGE", "rebound-operator:0.1.0")
@@ -408,3 +415,64 @@ def test_a_session_between_two_containers(network: str, tmp_path: Path) -> None:
         assert "Rebound session summary" in logs
     finally:
         run("docker", "rm", "-f", server, client, check=False)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def compose_command() -> list[str] | None:
+    """`docker compose` (the v2 plugin) or `docker-compose` (v1), whichever works."""
+    if run("docker", "compose", "version", check=False).returncode == 0:
+        return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    return None
+
+
+def test_compose_runs_a_local_session_with_the_live_view(docker: None, tmp_path: Path) -> None:
+    """`docker compose up` of the repository's compose.yaml: a session between two peer
+    containers, the live view on the published port while it runs, the recording after."""
+    compose = compose_command()
+    require(None if compose else "neither `docker compose` nor docker-compose (make test-tools)")
+    assert compose is not None
+    project = f"rebound-{uuid.uuid4().hex[:8]}"
+    view_port = free_port()
+    env = {**os.environ, "PEER_IMAGE": PEER_IMAGE, "DURATION": "10", "VIEW_PORT": str(view_port)}
+    base = [*compose, "-f", str(REPO / "compose.yaml"), "-p", project]
+    up = subprocess.Popen(
+        [*base, "up", "--exit-code-from", "server"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        seen: dict[str, Any] = {}
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and up.poll() is None:
+            with contextlib.suppress(OSError, ValueError):
+                url = f"http://127.0.0.1:{view_port}/stats.json"
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    seen = json.loads(response.read())
+                if seen.get("phase") == "streaming" and seen.get("frames_matched", 0) > 30:
+                    break
+            time.sleep(0.5)
+        output, _ = up.communicate(timeout=240)
+        assert up.returncode == 0, output
+        assert seen.get("frames_matched", 0) > 30, f"the live view never showed a session: {seen}"
+        assert "Rebound session summary" in output and "recording written to" in output
+        server = subprocess.run(
+            [*base, "ps", "-q", "server"], env=env, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        run("docker", "cp", f"{server}:/tmp/session.mp4", str(tmp_path / "session.mp4"))
+        with av.open(str(tmp_path / "session.mp4")) as container:
+            assert sum(1 for _ in container.decode(video=0)) > 100
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.communicate()
+        subprocess.run([*base, "down", "--volumes"], env=env, capture_output=True, timeout=120)
