@@ -21,12 +21,13 @@ from typing import Any
 from aiortc import MediaStreamTrack, RTCDataChannel, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from peers import cli, display, protocol, recorder, sctp_guard, signaling
+from peers import cli, display, marker, protocol, recorder, sctp_guard, signaling
 from peers.channel import LABEL, PeerChannel
 from peers.liveness import Stall
 from peers.progress import Progress
 from peers.receive import FastVideoReceive
 from peers.received import ReceivedFrames
+from peers.samples import SampleTaker
 from peers.session import (
     NoPeer,
     PeerFailure,
@@ -154,6 +155,7 @@ class Client:
         if args.display and self.window is None:
             log.info("--display: %s; running without a window", display.unavailable_reason())
         self.recorder = None if args.record is None else recorder.Recorder(args.record)
+        self.sampler = SampleTaker()
         self.pictures = (
             ReceivedFrames(self.window, self.recorder)
             if self.window is not None or self.recorder is not None
@@ -209,11 +211,24 @@ class Client:
         self.sent += 1
         if self.pictures is not None:
             self.pictures.on_detection(detection)
+        for message in self.sampler.on_detection(detection, time.monotonic()):
+            self.channel.send(message)
         if self.args.verbose:
             print(
                 f"frame {detection.frame:6d}  ball at ({detection.x:8.3f}, {detection.y:8.3f})",
                 flush=True,
             )
+
+    def _on_miss(self, frame: int, outcome: str) -> None:
+        """process_a saw frame `frame` but found no ball in it, or named an unreadable frame."""
+        if not self.final_sent:
+            self.channel.send(protocol.encode_outcome(frame, outcome))
+
+    def _on_drop(self, item: FrameItem) -> None:
+        """A queued frame was dropped (process_a behind): tell the server which one."""
+        frame = marker.read(item.luma())
+        if frame is not None and frame != marker.FLUSH_INDEX and not self.final_sent:
+            self.channel.send(protocol.encode_outcome(frame, "dropped"))
 
     async def _consume(self, track: MediaStreamTrack) -> None:
         seq = 0
@@ -226,6 +241,7 @@ class Client:
                 self.last_frame_at = time.monotonic()
                 self.tracker.submit(frame_item(frame, seq))
                 seq += 1
+                self.sampler.on_frame(frame, self.last_frame_at)
                 if self.pictures is not None:
                     self.pictures.on_frame(frame, self.last_frame_at)
 
@@ -247,7 +263,13 @@ class Client:
 
     async def _start_process_a(self, stop: asyncio.Event) -> None:
         self.tracker.start()
-        self.tracker.attach(asyncio.get_running_loop(), self._on_detection, self._on_process_a_exit)
+        self.tracker.attach(
+            asyncio.get_running_loop(),
+            self._on_detection,
+            self._on_process_a_exit,
+            on_miss=self._on_miss,
+            on_drop=self._on_drop,
+        )
         ready = asyncio.ensure_future(self.tracker.wait_ready(PROCESS_A_START_TIMEOUT_S))
         await within(ready, stop)
         if not ready.result():

@@ -63,13 +63,21 @@ class CoordinateMatcher:
         except protocol.ProtocolError as exc:
             self.rejected[exc.reason] += 1
             return None
-        if isinstance(decoded, protocol.ClientStats | protocol.Coordinate) and self.final:
+        from_client = (
+            protocol.ClientStats,
+            protocol.Coordinate,
+            protocol.FrameOutcome,
+            protocol.SampleChunk,
+        )
+        if isinstance(decoded, from_client) and self.final:
             self.rejected["after_final"] += 1
             return None
         if isinstance(decoded, protocol.ClientStats):
             return self._client_stats(decoded)
         if isinstance(decoded, protocol.Coordinate):
             return self._match(decoded, now)
+        if isinstance(decoded, protocol.FrameOutcome | protocol.SampleChunk):
+            return decoded if self._known(decoded.frame) else None
         if isinstance(decoded, protocol.End):
             self.rejected["unexpected_kind"] += 1
             return None
@@ -89,6 +97,14 @@ class CoordinateMatcher:
         if stats.final:
             self.final = stats
         return stats
+
+    def _known(self, frame: int) -> bool:
+        """True when `frame` was sent (and is still remembered); else counted `unknown_frame`."""
+        slot = frame % self._window
+        if self._sent_index[slot] != frame:
+            self.rejected["unknown_frame"] += 1
+            return False
+        return True
 
     def _match(self, coordinate: protocol.Coordinate, now: float) -> Match | None:
         self.stats.coordinates_received += 1

@@ -19,6 +19,13 @@ Kinds (exactly these keys, nothing more):
 - both ways `{"k":"bye"}`: acknowledges the end of the session (handshake below).
 - both ways `{"k":"abort","why":W}`: the sender is failing (W is a short `[a-z_]` token,
   e.g. `process_a_died`); the receiver ends the session with exit code 1.
+- client -> server `{"k":"o","f":F,"o":O}`: frame F brought no coordinate because of O, one
+  of FRAME_OUTCOMES (`dropped` before detection, `unreadable` marker, `no_ball`).
+- client -> server `{"k":"img","f":F,"x0":X,"y0":Y,"s":S,"i":I,"n":N,"d":D}`: chunk I of N
+  (`I < N <= MAX_SAMPLE_CHUNKS`) of a PNG crop of received frame F whose pixel (0, 0) is frame
+  pixel (X, Y) (integers, `0 <= X, Y <= MAX_COORDINATE`), each crop pixel `S` frame pixels
+  wide (`1 <= S <= 64`); D is base64 text of at most MAX_SAMPLE_CHUNK_CHARS characters. The
+  chunks of one crop are sent in order, back to back.
 
 End of session (both peers exit 0 only when it completes):
 1. server -> `end` when a limit is reached or the server is stopped (SIGINT/SIGTERM). A client
@@ -41,6 +48,7 @@ MAX_NUMBER_CHARS characters, no `-0` integer, no NaN/Infinity), and duplicate ke
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -65,7 +73,13 @@ BYE_WAIT_S = END_GRACE_S
 """How long the server keeps the channel open for the client's closing `bye` (its own `bye`
 may need SCTP retransmissions; the client's `bye` ends the wait at once)."""
 
+FRAME_OUTCOMES = ("dropped", "unreadable", "no_ball")
+MAX_SAMPLE_CHUNKS = 32
+MAX_SAMPLE_CHUNK_CHARS = 384
+MAX_SAMPLE_SCALE = 64.0
+
 _WHY = re.compile(r"[a-z_]{1,32}")
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
 
 class ProtocolError(ValueError):
@@ -122,7 +136,28 @@ class Abort:
     why: str
 
 
-Message = Coordinate | ClientStats | End | Heartbeat | Bye | Abort
+@dataclass(frozen=True)
+class FrameOutcome:
+    """Why frame `frame` brought no coordinate (one of FRAME_OUTCOMES)."""
+
+    frame: int
+    outcome: str
+
+
+@dataclass(frozen=True)
+class SampleChunk:
+    """One piece of a PNG crop of a received frame (see the module docstring)."""
+
+    frame: int
+    x0: int
+    y0: int
+    scale: float
+    index: int
+    count: int
+    data: str
+
+
+Message = Coordinate | ClientStats | End | Heartbeat | Bye | Abort | FrameOutcome | SampleChunk
 _STATS_FIELDS = ("received", "dropped", "unreadable", "missed", "incomplete", "final")
 
 
@@ -164,6 +199,28 @@ def encode_abort(why: str) -> str:
     if not _WHY.fullmatch(why):
         raise ValueError(f"abort reason {why!r} is not a short [a-z_] token")
     return _dump({"k": "abort", "why": why})
+
+
+def encode_outcome(frame: int, outcome: str) -> str:
+    """Wire form of a frame's outcome."""
+    if outcome not in FRAME_OUTCOMES:
+        raise ValueError(f"{outcome!r} is not one of {FRAME_OUTCOMES}")
+    return _dump({"k": "o", "f": frame, "o": outcome})
+
+
+def encode_sample(frame: int, x0: int, y0: int, scale: float, png: bytes) -> list[str]:
+    """Wire form of a PNG crop: its chunks in order; [] when it needs too many."""
+    text = base64.b64encode(png).decode("ascii")
+    pieces = [
+        text[i : i + MAX_SAMPLE_CHUNK_CHARS] for i in range(0, len(text), MAX_SAMPLE_CHUNK_CHARS)
+    ]
+    if not pieces or len(pieces) > MAX_SAMPLE_CHUNKS:
+        return []
+    return [
+        _dump({"k": "img", "f": frame, "x0": x0, "y0": y0, "s": round(scale, 4), "i": i,
+               "n": len(pieces), "d": piece})
+        for i, piece in enumerate(pieces)
+    ]  # fmt: skip
 
 
 def _reject_constant(name: str) -> float:
@@ -224,6 +281,40 @@ def _stats(obj: dict[str, Any]) -> ClientStats:
     return ClientStats(received, dropped, unreadable, missed, incomplete, final=obj["final"])
 
 
+def _frame(obj: dict[str, Any]) -> int:
+    frame = obj["f"]
+    if type(frame) is not int or not 0 <= frame < FLUSH_INDEX:
+        raise ProtocolError("bad_frame", repr(frame)[:32])
+    return frame
+
+
+def _outcome(obj: dict[str, Any]) -> FrameOutcome:
+    _fields(obj, "f", "o")
+    if obj["o"] not in FRAME_OUTCOMES:
+        raise ProtocolError("bad_field", "o")
+    return FrameOutcome(_frame(obj), obj["o"])
+
+
+def _sample_chunk(obj: dict[str, Any]) -> SampleChunk:
+    _fields(obj, "f", "x0", "y0", "s", "i", "n", "d")
+    frame = _frame(obj)
+    x0, y0, index, count, scale, data = (obj[k] for k in ("x0", "y0", "i", "n", "s", "d"))
+    for key, value in (("x0", x0), ("y0", y0)):
+        if type(value) is not int or not 0 <= value <= MAX_COORDINATE:
+            raise ProtocolError("bad_field", key)
+    if type(count) is not int or not 1 <= count <= MAX_SAMPLE_CHUNKS:
+        raise ProtocolError("bad_field", "n")
+    if type(index) is not int or not 0 <= index < count:
+        raise ProtocolError("bad_field", "i")
+    if type(scale) not in (int, float) or not 1.0 <= scale <= MAX_SAMPLE_SCALE:
+        raise ProtocolError("bad_field", "s")
+    if not isinstance(data, str) or not 0 < len(data) <= MAX_SAMPLE_CHUNK_CHARS:
+        raise ProtocolError("bad_field", "d")
+    if not _BASE64.fullmatch(data):
+        raise ProtocolError("bad_field", "d")
+    return SampleChunk(frame, x0, y0, float(scale), index, count, data)
+
+
 def _abort(obj: dict[str, Any]) -> Abort:
     _fields(obj, "why")
     why = obj["why"]
@@ -282,4 +373,8 @@ def decode(message: object) -> Message:
         return Bye()
     if kind == "abort":
         return _abort(obj)
+    if kind == "o":
+        return _outcome(obj)
+    if kind == "img":
+        return _sample_chunk(obj)
     raise ProtocolError("unknown_kind", repr(kind)[:32])

@@ -15,12 +15,11 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-import numpy as np
-
 from peers import marker, overlay
 from peers.ball import Position
 from peers.display import Window
 from peers.recorder import Recorder
+from peers.samples import luma_of
 from peers.tracker import Detection
 
 KEEP_FRAMES = 8
@@ -29,12 +28,7 @@ FPS_WINDOW_S = 1.0
 
 def frame_identity(frame: Any) -> int | None:
     """The marker's frame index of a decoded frame (None when unreadable)."""
-    if frame.format.name != "yuv420p":
-        frame = frame.reformat(format="yuv420p")
-    plane = frame.planes[0]
-    luma = np.frombuffer(plane, dtype=np.uint8)
-    luma = luma[: frame.height * plane.line_size].reshape(frame.height, plane.line_size)
-    return marker.read(luma[:, : frame.width])
+    return marker.read(luma_of(frame))
 
 
 class ReceivedFrames:

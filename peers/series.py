@@ -381,10 +381,11 @@ def _encoded_size(lines: Iterable[str]) -> int:
 def downsample(series: Series, max_bytes: int = CONFIGMAP_BYTES) -> str:
     """The series as JSON Lines of at most `max_bytes` bytes (UTF-8, newline-terminated).
 
-    Keeps the session line, the summary and as many samples as fit in a quarter of the
-    bound; of the frames, every k-th (the smallest k that fits) plus the matched frame with
-    the largest error, and records k in the session line. ValueError when the series has no
-    session line or `max_bytes` cannot hold the session and summary lines.
+    Keeps the session line, the summary and, of the samples, every j-th (the smallest j that
+    fits in a quarter of the bound); of the frames, every k-th (the smallest k that fits)
+    plus the matched frame with the largest error, and records k in the session line.
+    ValueError when the series has no session line or `max_bytes` cannot hold the session
+    and summary lines.
     """
     if series.spec is None:
         raise ValueError("a series without its session line cannot be downsampled")
@@ -395,11 +396,14 @@ def downsample(series: Series, max_bytes: int = CONFIGMAP_BYTES) -> str:
     budget = max_bytes - _encoded_size([longest_head, *tail])
     if budget < 0:
         raise ValueError(f"{max_bytes} bytes cannot hold a series' session and summary lines")
-    samples: list[str] = []
-    for sample in series.samples:
-        line = sample_line(sample)
-        if _encoded_size([*samples, line]) <= min(max_bytes // 4, budget):
-            samples.append(line)
+    every = [sample_line(sample) for sample in series.samples]
+    room = min(max_bytes // 4, budget)
+    step = 1
+    while _encoded_size(every[::step]) > room:
+        step += 1
+    samples = [line for line in every[::step] if len(line) + 1 <= room]
+    while _encoded_size(samples) > room:
+        samples.pop()
     budget -= _encoded_size(samples)
     lines = [frame_line(record) for record in frames]
     sizes = [len(line) + 1 for line in lines]

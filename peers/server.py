@@ -31,6 +31,7 @@ from peers.liveness import Stall
 from peers.matching import CoordinateMatcher, Match
 from peers.metrics import format_summary, summary_document
 from peers.outputs import OutputError, SessionOutputs, report_unavailable
+from peers.samples import SampleCollector
 from peers.series_store import DecimatedSeries
 from peers.series_writer import SeriesError
 from peers.server_picture import ServerPicture
@@ -255,6 +256,7 @@ class Server:
         except OutputError as exc:
             raise cli.UsageError(str(exc)) from None
         self.series = self.outputs.writer
+        self.samples = SampleCollector()
         self.phase = "waiting for the client"
         self.last_match: Match | None = None
         self.window = display.Window.for_program("peers.server") if args.display else None
@@ -326,6 +328,12 @@ class Server:
                     f"latency {result.latency_s * 1000:6.1f} ms",
                     flush=True,
                 )
+        elif isinstance(result, protocol.FrameOutcome):
+            if self.series is not None:
+                self.series.on_outcome(result.frame, result.outcome)
+        elif isinstance(result, protocol.SampleChunk):
+            if self.series is not None:
+                self.samples.on_chunk(result)
         elif isinstance(result, protocol.ClientStats) and result.final:
             self.client_final.set()
         elif isinstance(result, protocol.Bye):
@@ -485,7 +493,9 @@ class Server:
         summary = self.summary()
         print("\n== Rebound session summary ==")
         print(format_summary(summary))
-        ignored = self.matcher.rejected + sctp_guard.dropped + self.link.rejected
+        ignored = (
+            self.matcher.rejected + sctp_guard.dropped + self.link.rejected + self.samples.rejected
+        )
         ignored.update({f"{k}_handler_error": v for k, v in self.handler_errors.items()})
         if ignored:
             print(f"messages ignored   {', '.join(f'{k} {v}' for k, v in sorted(ignored.items()))}")
@@ -553,6 +563,8 @@ class Server:
         if self.picture is not None:
             await self.picture.stop()
         summary = await self._write_summary()
+        if self.series is not None:
+            self.series.add_lines(self.samples.lines())
         await self._store_series(summary)  # before the summary: the operator ends on that
         await self._publish(final=True)
         try:

@@ -60,6 +60,43 @@ class Detection:
     y: float
 
 
+DETECTED, NO_BALL, UNREADABLE = 0, 1, 2
+"""What process_a rings for (SharedResult.kind): a detection, a frame without a ball, or an
+unreadable frame whose index its neighbours told (see `UnreadableFrames`)."""
+MISSES = {NO_BALL: "no_ball", UNREADABLE: "unreadable"}
+MAX_PENDING_UNREADABLE = 64
+
+
+class UnreadableFrames:
+    """Names the frames process_a could not read, from the readable frames around them.
+
+    Frames reach process_a in arrival order with the client's sequence number (`seq`, which
+    also counts the frames the client dropped). Between two readable frames a (at seq s1)
+    and b (at seq s2), when b - a == s2 - s1 no frame was lost or reordered on the way, so
+    the unreadable frame at seq s is frame a + (s - s1). Otherwise they stay unnamed.
+    """
+
+    def __init__(self) -> None:
+        self._last: tuple[int, int] | None = None
+        self._pending: list[int] = []
+
+    def unreadable(self, seq: int) -> None:
+        """The frame at `seq` had no readable marker."""
+        if len(self._pending) < MAX_PENDING_UNREADABLE:
+            self._pending.append(seq)
+
+    def readable(self, seq: int, frame: int) -> list[int]:
+        """Frame `frame` arrived at `seq`: the frames the pending unreadable ones were."""
+        named = []
+        if self._last is not None and self._pending:
+            last_seq, last_frame = self._last
+            if frame - last_frame == seq - last_seq:
+                named = [last_frame + (s - last_seq) for s in self._pending if s > last_seq]
+        self._pending.clear()
+        self._last = (seq, frame)
+        return named
+
+
 @dataclass(frozen=True)
 class FrameItem:
     """A frame's luma plane as sent through the queue (row stride may exceed width)."""
@@ -87,14 +124,16 @@ class SharedResult:
         self.results = ctx.Value("q", 0, lock=False)
         self.unreadable = ctx.Value("q", 0, lock=False)
         self.missed = ctx.Value("q", 0, lock=False)
+        self.kind = ctx.Value("b", DETECTED, lock=False)
         self.ready = ctx.Value("b", 0, lock=False)
         self.stop = ctx.Value("b", 0, lock=False)
 
 
-def _store(shared: SharedResult, frame: int, x: float, y: float) -> None:
+def _store(shared: SharedResult, frame: int, x: float, y: float, kind: int) -> None:
     shared.frame.value = frame
     shared.x.value = x
     shared.y.value = y
+    shared.kind.value = kind
 
 
 def process_frame(item: FrameItem) -> tuple[int | None, tuple[float, float] | None]:
@@ -126,6 +165,18 @@ def run_process_a(
         return  # the client died while we were being spawned
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
     shared.ready.value = 1
+    unreadable = UnreadableFrames()
+
+    def deliver(frame: int, x: float, y: float, kind: int) -> bool:
+        """Hand one result to the main thread; False when told to stop meanwhile."""
+        while not slot_free.acquire(timeout=POLL_S):
+            if shared.stop.value or os.getppid() != parent_pid:
+                return False
+        _store(shared, frame, x, y, kind)
+        shared.results.value += 1
+        doorbell.send_bytes(b"\x01")
+        return True
+
     while not shared.stop.value:
         try:
             item = frames.get(timeout=POLL_S)
@@ -140,15 +191,17 @@ def run_process_a(
             pass
         elif frame_id is None:
             shared.unreadable.value += 1
-        elif centre is None:
-            shared.missed.value += 1
+            unreadable.unreadable(item.seq)
         else:
-            while not slot_free.acquire(timeout=POLL_S):
-                if shared.stop.value or os.getppid() != parent_pid:
+            for named in unreadable.readable(item.seq, frame_id):
+                if not deliver(named, 0.0, 0.0, UNREADABLE):
                     return
-            _store(shared, frame_id, centre[0], centre[1])
-            shared.results.value += 1
-            doorbell.send_bytes(b"\x01")
+            if centre is None:
+                shared.missed.value += 1
+                if not deliver(frame_id, 0.0, 0.0, NO_BALL):
+                    return
+            elif not deliver(frame_id, centre[0], centre[1], DETECTED):
+                return
         shared.processed.value += 1
 
 
@@ -166,6 +219,8 @@ class FrameTracker:
         self._process: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_result: Callable[[Detection], None] | None = None
+        self._on_miss: Callable[[int, str], None] | None = None
+        self._on_drop: Callable[[FrameItem], None] | None = None
         self._on_exit: Callable[[str], None] | None = None
         self._watching_exit = False
         self.submitted = 0
@@ -227,12 +282,17 @@ class FrameTracker:
         loop: asyncio.AbstractEventLoop,
         on_result: Callable[[Detection], None],
         on_exit: Callable[[str], None] | None = None,
+        on_miss: Callable[[int, str], None] | None = None,
+        on_drop: Callable[[FrameItem], None] | None = None,
     ) -> None:
         """Deliver each result to `on_result` on `loop` (the client's main thread).
 
-        `on_exit(description)` is called on `loop` as soon as process_a ends unasked.
+        `on_exit(description)` is called on `loop` as soon as process_a ends unasked;
+        `on_miss(frame, "no_ball" | "unreadable")` for a frame without a detection whose index
+        is known; `on_drop(item)` for each queued frame dropped because process_a was behind.
         """
         self._loop, self._on_result, self._on_exit = loop, on_result, on_exit
+        self._on_miss, self._on_drop = on_miss, on_drop
         loop.add_reader(self._doorbell_r.fileno(), self._ring)
         if on_exit is not None and self._process is not None:
             loop.add_reader(self._process.sentinel, self._exited)
@@ -260,11 +320,15 @@ class FrameTracker:
                 self._loop.remove_reader(self._doorbell_r.fileno())
             return
         shared = self.shared
+        kind = int(shared.kind.value)
         result = Detection(int(shared.frame.value), float(shared.x.value), float(shared.y.value))
         self._slot_free.release()
         self.delivered += 1
-        if self._on_result is not None:
-            self._on_result(result)
+        if kind == DETECTED:
+            if self._on_result is not None:
+                self._on_result(result)
+        elif kind in MISSES and self._on_miss is not None:
+            self._on_miss(result.frame, MISSES[kind])
 
     def submit(self, item: FrameItem) -> None:
         """Queue a frame without ever blocking; when full, drop the oldest queued frame."""
@@ -275,14 +339,18 @@ class FrameTracker:
         except queue_module.Full:
             pass
         try:
-            self._frames.get_nowait()
+            oldest = self._frames.get_nowait()
             self.dropped += 1
+            if self._on_drop is not None:
+                self._on_drop(oldest)
         except queue_module.Empty:
             pass
         try:
             self._frames.put_nowait(item)
         except queue_module.Full:
             self.dropped += 1  # process_a raced us to the slot; this frame is the casualty
+            if self._on_drop is not None:
+                self._on_drop(item)
 
     def idle(self) -> bool:
         """True when every submitted frame has been dropped or processed, and every result

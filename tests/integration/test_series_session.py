@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
-from loopback import finish, start_session
+from loopback import finish, free_port, peer, start_session
 
 from peers import series
 from peers.ball import BallModel
@@ -49,6 +50,39 @@ def test_report_from_a_real_session(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert f"report written to {out}" in server.stdout
     html = out.read_text()
     assert html.count('src="data:image/png;base64,') == 5
+    assert 'alt="frames as the client received them"' in html  # real received crops
     assert "http:" not in html and "https:" not in html and "<script" not in html
     assert f"<th>frames_sent</th><td>{session.summary()['frames_sent']}</td>" in html
     assert list(scratch.iterdir()) == []  # the temporary series is gone
+
+
+VARIANTS = [sys.executable, str(Path(__file__).with_name("peer_variants.py"))]
+
+
+def test_the_client_says_why_frames_brought_no_coordinate(tmp_path: Path) -> None:
+    """Frames without a ball and with a spoilt marker (server variant) and frames the client
+    dropped (process_a slowed down) carry their outcome in the series."""
+    path = tmp_path / "series.jsonl"
+    port = str(free_port())
+    server = peer("server", "--signaling-port", port, "--frames", "150", "--series", str(path),
+                  command=[*VARIANTS, "spoilt-frames", "server"])  # fmt: skip
+    client = peer("client", "--signaling-port", port, "--queue-size", "2",
+                  command=[*VARIANTS, "slow-process-a", "client"])  # fmt: skip
+    done_server, done_client = finish(server, 120), finish(client, 120)
+    assert done_server.code == done_client.code == 0, done_server.stderr + done_client.stderr
+    read = series.read_series(path.read_bytes().splitlines())
+    assert read.bad_lines == {} and len(read.frames) == 150
+    by_outcome: dict[str, list[int]] = {}
+    for record in read.frames:
+        by_outcome.setdefault(record.outcome, []).append(record.frame)
+    assert by_outcome.get("no_ball") and all(f % 10 == 5 for f in by_outcome["no_ball"])
+    assert by_outcome.get("unreadable") and all(f % 10 == 7 for f in by_outcome["unreadable"])
+    assert len(by_outcome.get("dropped", [])) >= 10
+    assert not any(f % 10 in (5, 7) for f in by_outcome["matched"])
+    summary = read.summary
+    assert summary is not None
+    assert len(by_outcome["dropped"]) <= summary["client"]["dropped"]
+    assert len(by_outcome["no_ball"]) == summary["client"]["no_ball"]
+    assert read.samples, "the client sent crops of received frames"
+    for sample in read.samples:
+        assert by_outcome["matched"].count(sample.frame) == 1

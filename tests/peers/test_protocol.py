@@ -120,3 +120,47 @@ def test_no_hostile_message_raises_anything_but_protocol_error() -> None:
 def test_encode_abort_refuses_free_text() -> None:
     with pytest.raises(ValueError):
         protocol.encode_abort("process a died")
+
+
+def test_outcomes_and_sample_chunks_round_trip_within_the_message_bound() -> None:
+    for outcome in protocol.FRAME_OUTCOMES:
+        message = protocol.encode_outcome(12, outcome)
+        assert protocol.decode(message) == protocol.FrameOutcome(12, outcome)
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 30  # ~7.7 kB: 27 chunks
+    chunks = protocol.encode_sample(protocol.FLUSH_INDEX - 1, 999_999, 999_999, 63.99, png)
+    assert 1 < len(chunks) <= protocol.MAX_SAMPLE_CHUNKS
+    assert max(len(c.encode()) for c in chunks) <= protocol.MAX_MESSAGE_BYTES
+    decoded = [protocol.decode(c) for c in chunks]
+    assert all(isinstance(d, protocol.SampleChunk) for d in decoded)
+    assert [d.index for d in decoded] == list(range(len(chunks)))  # type: ignore[union-attr]
+    assert protocol.encode_sample(1, 0, 0, 1.0, bytes(20_000)) == []  # too many chunks
+    with pytest.raises(ValueError):
+        protocol.encode_outcome(1, "lost")
+
+
+CHUNK = {"k": "img", "f": 3, "x0": 10, "y0": 20, "s": 1.0, "i": 0, "n": 2, "d": "iVBORw0K"}
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"k": "o", "f": 3, "o": "lost"}, "bad_field"),
+        ({"k": "o", "f": -1, "o": "dropped"}, "bad_frame"),
+        ({"k": "o", "f": 3}, "bad_fields"),
+        (CHUNK | {"i": 2}, "bad_field"),
+        (CHUNK | {"n": 33}, "bad_field"),
+        (CHUNK | {"n": 0, "i": 0}, "bad_field"),
+        (CHUNK | {"s": 0.5}, "bad_field"),
+        (CHUNK | {"s": 65}, "bad_field"),
+        (CHUNK | {"x0": -1}, "bad_field"),
+        (CHUNK | {"y0": 1.5}, "bad_field"),
+        (CHUNK | {"d": ""}, "bad_field"),
+        (CHUNK | {"d": "<script>"}, "bad_field"),
+        (CHUNK | {"d": "A" * 385}, "bad_field"),
+        (CHUNK | {"extra": 1}, "bad_fields"),
+    ],
+)
+def test_hostile_outcomes_and_chunks_are_refused(fields: dict[str, object], reason: str) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        protocol.decode(json.dumps(fields, separators=(",", ":")))
+    assert caught.value.reason == reason

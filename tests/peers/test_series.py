@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import random
 
@@ -184,3 +185,17 @@ def test_downsampling_refuses_what_cannot_fit() -> None:
         series.downsample(read, 100)
     with pytest.raises(ValueError, match="session line"):
         series.downsample(series.Series(), 10_000)
+
+
+def test_downsampling_keeps_samples_spread_over_the_session() -> None:
+    noise = np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    png = b"\x89PNG\r\n\x1a\n" + noise
+    lines = full_series(100)[:-2]
+    lines += [series.sample_line(Sample(i, 0, 0, 1.0, png)) for i in range(0, 40)]
+    lines.append(series.summary_line(SUMMARY))
+    read = series.read_series(lines)
+    small = series.read_series_text(series.downsample(read, 60_000))
+    kept = [s.frame for s in small.samples]
+    assert 2 <= len(kept) < 40
+    assert kept[0] == 0 and kept[-1] >= 20  # spread out, not the first few
+    assert len({b - a for a, b in itertools.pairwise(kept)}) == 1

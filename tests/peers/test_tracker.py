@@ -10,12 +10,14 @@ import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 import psutil
 import pytest
 
+from peers import marker
 from peers.ball import BallModel
 from peers.render import draw
-from peers.tracker import Detection, FrameItem, FrameTracker, process_frame
+from peers.tracker import Detection, FrameItem, FrameTracker, UnreadableFrames, process_frame
 
 MODEL = BallModel(320, 240, 12, 400, 30, seed=11)
 
@@ -235,3 +237,64 @@ async def test_wait_ready_gives_up_when_process_a_dies_first() -> None:
         assert time.monotonic() - started < 30
     finally:
         tracker.close()
+
+
+def no_ball(index: int) -> FrameItem:
+    bgr = np.zeros((240, 320, 3), dtype=np.uint8)
+    marker.stamp(bgr, index)
+    return FrameItem(index, 320, 240, 320, cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).tobytes())
+
+
+async def test_frames_without_a_detection_are_named_with_why() -> None:
+    tracker = FrameTracker(16)
+    tracker.start()
+    results: list[Detection] = []
+    misses: list[tuple[int, str]] = []
+    tracker.attach(
+        asyncio.get_running_loop(), results.append, on_miss=lambda f, o: misses.append((f, o))
+    )
+    assert await tracker.wait_ready(30)
+    try:
+        # Frames 0..4 (1 unreadable, 3 without a ball), then frames 5 and 6 lost on the way:
+        # frame 7 comes at seq 5, and the unreadable frame at seq 6 between frames 7 and 12
+        # (seq 7) cannot be named.
+        frames = [item(0), item(1, stamp=False), item(2), no_ball(3), item(4)]
+        frames += [item(7, seq=5), item(8, seq=6, stamp=False), item(12, seq=7)]
+        for frame in frames:
+            tracker.submit(frame)
+            await asyncio.sleep(0.01)
+        assert await tracker.drain(10)
+        await asyncio.sleep(0.05)
+        assert [r.frame for r in results] == [0, 2, 4, 7, 12]
+        assert misses == [(1, "unreadable"), (3, "no_ball")]
+        assert tracker.shared.unreadable.value == 2 and tracker.shared.missed.value == 1
+    finally:
+        tracker.close()
+
+
+async def test_dropped_frames_are_handed_back() -> None:
+    tracker = FrameTracker(queue_size=2)
+    tracker.start()
+    dropped: list[FrameItem] = []
+    tracker.attach(asyncio.get_running_loop(), lambda _: None, on_drop=dropped.append)
+    assert await tracker.wait_ready(30)
+    try:
+        for i in range(20):  # no await: the loop cannot take results, process_a falls behind
+            tracker.submit(item(i))
+        assert len(dropped) == tracker.dropped >= 15
+        assert [process_frame(d)[0] for d in dropped] == [d.seq for d in dropped]
+        assert await tracker.drain(10)
+    finally:
+        tracker.close()
+
+
+def test_unreadable_frames_are_named_only_when_the_neighbours_leave_no_doubt() -> None:
+    frames = UnreadableFrames()
+    assert frames.readable(0, 100) == []
+    frames.unreadable(1)
+    frames.unreadable(2)
+    assert frames.readable(3, 103) == [101, 102]
+    frames.unreadable(4)
+    assert frames.readable(6, 107) == []  # 107 - 103 != 6 - 3: something was lost between
+    frames.unreadable(7)
+    assert frames.readable(8, 109) == [108]
