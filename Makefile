@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help install install-gui test-tools lock test lint demo bench bench-peers bench-view bench-operator clean install-kubectl-plugin \
+.PHONY: help install install-gui test-tools lock test lint demo bench bench-peers bench-view bench-operator screenshots clean install-kubectl-plugin \
 	cluster-up cluster-down e2e-local
 
 help:  ## list targets
@@ -78,6 +78,9 @@ bench: bench-peers bench-view bench-operator  ## all benchmarks (prints Markdown
 
 bench-peers:  ## detector throughput + full sessions
 	$(PY) -m bench.peers
+
+screenshots:  ## docs/images/live-view.png and report.png from a real session (headless Chromium)
+	$(PY) -m bench.screenshots
 
 bench-view:  ## what the live view costs a session: no view / view unwatched / one Chromium viewer (needs chromium)
 	$(PY) -m bench.viewer

@@ -323,7 +323,10 @@ def render_html(series: Series, title: str = "Rebound session report") -> str:
     if series.truncated:
         notes.append("The series was cut at the reader's bound; later lines are not shown.")
     session_rows = [] if spec is None else list(spec.model_dump().items())
-    summary_rows = [(k, summary.get(k)) for k in SUMMARY_KEYS if k in summary]
+    summary_rows = [(k, summary[k]) for k in SUMMARY_KEYS if k in summary]
+    summary_rows += [  # what else the server measured (codec, bitrate, path, ...)
+        (k, v) for k, v in summary.items() if k not in SUMMARY_KEYS and not isinstance(v, dict)
+    ]
     client = summary.get("client")
     if isinstance(client, dict):
         summary_rows += [(f"client {k}", v) for k, v in client.items()]
