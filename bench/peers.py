@@ -216,9 +216,9 @@ def loss_table(seconds: float) -> str:
         return f"(not run: {problem})"
     rows = [
         "| UDP loss to client / to server | link dropped (packets) | loss reported (RTCP) "
-        "| matched | incomplete | error mean / p95 (px) | latency p50 / p95 (ms) "
+        "| matched | incomplete | client drops | error mean / p95 (px) | latency p50 / p95 (ms) "
         f"| {CPU_HEADER} |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for number, (to_client, to_server) in enumerate(LOSSES, 1):
         label = f"loss {number}/{len(LOSSES)} {to_client:g}% / {to_server:g}%"
@@ -231,6 +231,7 @@ def loss_table(seconds: float) -> str:
         rows.append(
             f"| {to_client:g}% / {to_server:g}% | {dropped[0]} / {dropped[1]} "
             f"| {_fmt(s['packet_loss_pct'], 2)}% | {_matched(s)} | {s['frames_incomplete']} "
+            f"| {s['frames_dropped_by_client']} "
             f"| {_fmt(s['mean_error_px'], 3)} / {_fmt(s['p95_error_px'], 3)} "
             f"| {_fmt(s['latency_ms_p50'], 1)} / {_fmt(s['latency_ms_p95'], 1)} | {_cpu(s)} |"
         )

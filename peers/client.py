@@ -321,7 +321,8 @@ class Client:
             fps = self.progress.rate(s.received, now)
             print(
                 f"received {s.received:6d} ({fps:5.1f} fps)  coordinates sent {self.sent:6d}  "
-                f"dropped {s.dropped}  unreadable {s.unreadable}  no ball {s.missed}",
+                f"dropped {s.dropped}  unreadable {s.unreadable}  no ball {s.missed}  "
+                f"incomplete {s.incomplete}",
                 flush=True,
             )
 
@@ -377,7 +378,8 @@ class Client:
         s = self.stats(final=True)
         print(
             f"\n== Rebound client ==\nframes received {s.received}  coordinates sent {self.sent}"
-            f"  dropped {s.dropped}  unreadable {s.unreadable}  no ball {s.missed}",
+            f"  dropped {s.dropped}  unreadable {s.unreadable}  no ball {s.missed}"
+            f"  incomplete {s.incomplete}",
             flush=True,
         )
         ignored = self.ignored + sctp_guard.dropped
@@ -417,6 +419,8 @@ class Client:
     async def close(self) -> None:
         """Stop the consumer, process_a, the peer connection and signaling."""
         self.tracker.detach()
+        if self.receive_path is not None:
+            self.receive_path.stop()
         if self._consumer is not None:
             self._consumer.cancel()
             with contextlib.suppress(asyncio.CancelledError, MediaStreamError):

@@ -18,7 +18,8 @@ frame interval of latency on every frame), and under loss it waits for a missing
 
 `NackTracker` decides which missing packets to ask for again (RTCP NACK), re-asking while the
 frame that needs them can still be released, and estimates the round trip from how fast a
-retransmission answers; the assembler's wait follows that estimate within bounds.
+retransmission answers; the assembler's wait follows that estimate and the frame interval,
+within bounds.
 
 Sequence numbers and timestamps are unwrapped to unbounded integers (16 and 32 bits on the
 wire), so the logic never sees a wrap.
@@ -37,8 +38,13 @@ MAX_JUMP = 3000
 MIN_WAIT_S = 0.06
 MAX_WAIT_S = 0.4
 """Bounds of how long an incomplete frame may hold back the frames after it."""
-WAIT_RTTS = 2.5
-"""The wait covers this many retransmission round trips (plus MIN_WAIT_S's floor)."""
+RETRY_S = 0.01
+"""Least time between two NACKs of one packet (more often when the round trip is longer)."""
+WAIT_RETRIES = 3
+WAIT_RTTS = 4
+"""Beyond one frame interval (a lost last packet shows only when the next frame arrives),
+the wait covers WAIT_RETRIES re-requests and WAIT_RTTS round trips."""
+RTP_CLOCK_HZ = 90_000
 KEYFRAME_RETRY_S = 0.25
 MAX_NACKS_PER_PACKET = 8
 MAX_MISSING = 1024
@@ -104,6 +110,8 @@ class FrameAssembler:
         """Frames never released: incomplete within the wait, or undecodable (no keyframe)."""
         self.late_packets = 0
         self.resets = 0
+        self.frame_interval_s: float | None = None
+        """Smoothed timestamp step between consecutive frames released, in seconds."""
 
     @property
     def pending_frames(self) -> int:
@@ -241,6 +249,10 @@ class FrameAssembler:
         self._request_due = True
 
     def _finish(self, ts: int, slot: _Slot) -> None:
+        if self._done_ts is not None and 0 < ts - self._done_ts <= RTP_CLOCK_HZ:
+            step = (ts - self._done_ts) / RTP_CLOCK_HZ
+            previous = self.frame_interval_s
+            self.frame_interval_s = step if previous is None else 0.9 * previous + 0.1 * step
         for seq in slot.seqs:
             self._packets.pop(seq, None)
         del self._slots[ts]
@@ -310,7 +322,7 @@ class NackTracker:
         """Sequence numbers (16-bit) to NACK now: new losses at once, old ones again after
         about a round trip, none older than `give_up_after_s` or asked MAX_NACKS_PER_PACKET
         times."""
-        retry_s = max(0.01, 1.5 * (self.rtt_s or 0.0))
+        retry_s = max(RETRY_S, 1.5 * (self.rtt_s or 0.0))
         batch: list[int] = []
         for seq in sorted(self._missing):
             entry = self._missing[seq]
@@ -325,7 +337,10 @@ class NackTracker:
                     break
         return batch
 
-    def wait_s(self) -> float:
-        """How long an incomplete frame may wait for retransmissions."""
+    def wait_s(self, frame_interval_s: float | None) -> float:
+        """How long an incomplete frame may wait for retransmissions: a frame interval (a
+        lost last packet shows only with the next frame), WAIT_RETRIES re-requests and
+        WAIT_RTTS round trips, within MIN_WAIT_S..MAX_WAIT_S."""
         rtt = self.rtt_s or 0.0
-        return min(MAX_WAIT_S, max(MIN_WAIT_S, WAIT_RTTS * rtt + MIN_WAIT_S / 2))
+        wanted = (frame_interval_s or 0.0) + WAIT_RETRIES * max(RETRY_S, 1.5 * rtt)
+        return min(MAX_WAIT_S, max(MIN_WAIT_S, wanted + WAIT_RTTS * rtt))

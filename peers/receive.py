@@ -13,6 +13,7 @@ The receiver's private state is reached through peers.aiortc_internals (version-
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -34,10 +35,12 @@ from aiortc.rtp import (
 )
 
 from peers import aiortc_internals
-from peers.jitter import FrameAssembler, NackTracker
+from peers.jitter import AssembledFrame, FrameAssembler, NackTracker
 
 log = logging.getLogger("rebound.receive")
 
+TICK_S = 0.01
+"""How often the timer re-requests packets and checks waits between packets."""
 MAX_STREAMS = 4
 """SSRCs kept for receiver reports (media + RTX; more is not a conforming sender)."""
 H264_START_NALS = frozenset({7, 9})
@@ -95,13 +98,24 @@ class FastVideoReceive:
         self.assembler = FrameAssembler()
         self.nacks = NackTracker()
         self.unparsable = 0
+        self._given_up = 0
+        self._media_ssrc: int | None = None
+        self._codec: Any = None
+        self._timer: asyncio.Future[None] | None = None
 
     @classmethod
     def install(cls, receiver: RTCRtpReceiver) -> FastVideoReceive:
-        """Take over `receiver`'s RTP packets (before its transport delivers any)."""
+        """Take over `receiver`'s RTP packets (before its transport delivers any), and start
+        the timer that re-requests packets and ends waits between packets (`stop()` ends it)."""
         handler = cls(receiver)
         receiver._handle_rtp_packet = handler.handle  # type: ignore[method-assign]
+        handler._timer = asyncio.ensure_future(handler._tick_every(TICK_S))
         return handler
+
+    def stop(self) -> None:
+        """Stop the timer (the receiver itself is aiortc's to stop)."""
+        if self._timer is not None:
+            self._timer.cancel()
 
     @property
     def incomplete(self) -> int:
@@ -130,32 +144,52 @@ class FastVideoReceive:
             packet = unwrap_rtx(packet, payload_type=apt, ssrc=original_ssrc)
             codec = codecs[apt]
         now = self.clock()
+        self._media_ssrc, self._codec = packet.ssrc, codec
         self.nacks.on_packet(packet.sequence_number, now)
         try:
             data, starts, keyframe = self._parse(codec, packet.payload)
         except (ValueError, IndexError):
             self.unparsable += 1
-            data = None
-        if data is not None:
+        else:
             assembler = self.assembler
-            assembler.max_wait_s = self.nacks.wait_s()
-            frames = assembler.add(
-                packet.sequence_number,
-                packet.timestamp,
-                bool(packet.marker),
-                data,
-                now,
-                starts_frame=starts,
-                keyframe=keyframe,
+            assembler.max_wait_s = self.nacks.wait_s(assembler.frame_interval_s)
+            self._decode(
+                assembler.add(
+                    packet.sequence_number,
+                    packet.timestamp,
+                    bool(packet.marker),
+                    data,
+                    now,
+                    starts_frame=starts,
+                    keyframe=keyframe,
+                )
             )
-            decoding = aiortc_internals.decoder_thread_running(self.receiver)
-            for frame in frames:
-                if decoding:
-                    timestamp = self.state["timestamp_mapper"].map(frame.timestamp % (1 << 32))
-                    self.state["decoder_queue"].put((codec, JitterFrame(frame.data, timestamp)))
-            if frames or assembler.given_up:
-                self.nacks.forget_through(assembler.released_through)
         await self._feedback(packet.ssrc, now)
+
+    async def _tick_every(self, interval_s: float) -> None:
+        """Between packets: re-request what is still missing, end waits that ran out."""
+        while True:
+            await asyncio.sleep(interval_s)
+            if self._media_ssrc is None or not self.receiver._enabled:
+                continue
+            now = self.clock()
+            try:
+                self._decode(self.assembler.poll(now))
+                await self._feedback(self._media_ssrc, now)
+            except Exception:  # never let the timer die; the next packet retries
+                log.debug("receive timer failed", exc_info=True)
+
+    def _decode(self, frames: list[AssembledFrame]) -> None:
+        """Hand released frames to aiortc's decoder thread (if it runs)."""
+        assembler = self.assembler
+        if frames and aiortc_internals.decoder_thread_running(self.receiver):
+            mapper, decoder_queue = self.state["timestamp_mapper"], self.state["decoder_queue"]
+            for frame in frames:
+                timestamp = mapper.map(frame.timestamp % (1 << 32))
+                decoder_queue.put((self._codec, JitterFrame(frame.data, timestamp)))
+        if frames or assembler.given_up != self._given_up:
+            self._given_up = assembler.given_up
+            self.nacks.forget_through(assembler.released_through)
 
     @staticmethod
     def _parse(codec: Any, payload: bytes) -> tuple[bytes, bool, bool]:

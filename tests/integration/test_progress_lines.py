@@ -9,7 +9,7 @@ from loopback import finish, start_session
 
 CLIENT_LINE = re.compile(
     r"^received +(\d+) \( *[\d.]+ fps\)  coordinates sent +(\d+)  dropped \d+  "
-    r"unreadable \d+  no ball \d+$"
+    r"unreadable \d+  no ball \d+  incomplete \d+$"
 )
 
 

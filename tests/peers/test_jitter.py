@@ -219,13 +219,23 @@ def test_nacks_stop_after_the_frame_is_given_up_and_after_max_tries() -> None:
     assert nacks.missing == 0
 
 
-def test_the_wait_follows_the_retransmission_round_trip_within_bounds() -> None:
+def test_the_wait_follows_the_frame_interval_and_round_trip_within_bounds() -> None:
     nacks = NackTracker()
-    assert nacks.wait_s() == jitter.MIN_WAIT_S
-    nacks.rtt_s = 0.05
-    assert jitter.MIN_WAIT_S < nacks.wait_s() < jitter.MAX_WAIT_S
+    assert nacks.wait_s(None) == jitter.MIN_WAIT_S
+    at_30fps = nacks.wait_s(1 / 30)
+    assert at_30fps == pytest.approx(1 / 30 + jitter.WAIT_RETRIES * jitter.RETRY_S)
+    nacks.rtt_s = 0.02
+    assert at_30fps < nacks.wait_s(1 / 30) < jitter.MAX_WAIT_S
     nacks.rtt_s = 10.0
-    assert nacks.wait_s() == jitter.MAX_WAIT_S
+    assert nacks.wait_s(1 / 30) == jitter.MAX_WAIT_S
+    assert NackTracker().wait_s(1 / 2) == jitter.MAX_WAIT_S
+
+
+def test_the_frame_interval_is_learnt_from_released_frames() -> None:
+    assembler = FrameAssembler()
+    assert assembler.frame_interval_s is None
+    feed(assembler, [p for f in stream(20) for p in f])
+    assert assembler.frame_interval_s == pytest.approx(1 / 30)
 
 
 def test_missing_packets_are_bounded() -> None:

@@ -1,6 +1,7 @@
 """The client's replacement packet handler on a real aiortc RTCRtpReceiver: what it hands to
 the decoder, and what hostile packets do (nothing but counters)."""
 
+import asyncio
 import queue
 from collections.abc import Iterator
 
@@ -14,7 +15,7 @@ from aiortc import (
 )
 from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
-from aiortc.rtp import RtpPacket
+from aiortc.rtp import RtcpPsfbPacket, RtcpRtpfbPacket, RtpPacket
 
 from peers import aiortc_internals
 from peers.receive import FastVideoReceive
@@ -32,6 +33,7 @@ class Clock:
 
 @pytest.fixture
 def receiver() -> Iterator[RTCRtpReceiver]:
+    """A real video receiver whose timer (if installed) is stopped after the test."""
     ice = RTCIceTransport(RTCIceGatherer())
     dtls = RTCDtlsTransport(ice, [RTCCertificate.generateCertificate()])
     receiver = RTCRtpReceiver("video", dtls)
@@ -39,6 +41,9 @@ def receiver() -> Iterator[RTCRtpReceiver]:
     codecs[VP8.payloadType] = VP8
     codecs[H264.payloadType] = H264
     yield receiver
+    handler = getattr(receiver._handle_rtp_packet, "__self__", None)
+    if isinstance(handler, FastVideoReceive):
+        handler.stop()
 
 
 def decoding(receiver: RTCRtpReceiver) -> "queue.Queue[object]":
@@ -127,3 +132,23 @@ async def test_unknown_payload_types_and_a_flood_hold_nothing(receiver: RTCRtpRe
     assert handler.assembler.pending_packets <= 2048 + 1
     assert handler.assembler.pending_frames <= 64 + 1
     assert handler.nacks.missing == 0
+
+
+async def test_the_timer_asks_again_for_a_lost_packet_while_nothing_arrives(
+    receiver: RTCRtpReceiver,
+) -> None:
+    sent: list[object] = []
+
+    async def record(packet: object) -> None:
+        sent.append(packet)
+
+    receiver._send_rtcp = record  # type: ignore[method-assign]
+    handler = FastVideoReceive.install(receiver)
+    payloads = Vp8Encoder._packetize(bytes([0x10, 0x02, 0, 0x9D, 1, 0x2A]) + bytes(3000), 1)
+    await handler.handle(rtp(100, 0, payloads[0], False), 0)
+    await handler.handle(rtp(102, 0, payloads[2], True), 0)  # 101 lost, then silence
+    await asyncio.sleep(0.1)
+    nacks = [p for p in sent if isinstance(p, RtcpRtpfbPacket)]
+    assert len(nacks) >= 3 and all(p.lost == [101] for p in nacks)
+    assert handler.assembler.given_up == 1  # the wait ran out without another packet
+    assert any(isinstance(p, RtcpPsfbPacket) for p in sent)  # and a keyframe was asked for
