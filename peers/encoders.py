@@ -174,6 +174,19 @@ class FixedRateH264Encoder(BitrateMixin, H264Encoder):
 Encoder = FixedRateVp8Encoder | FixedRateH264Encoder
 
 
+LIBRARIES: dict[Codec, str] = {"VP8": "libvpx", "H264": "libx264"}
+
+
+def unavailable(codec: Codec) -> str | None:
+    """Why this PyAV build cannot encode `codec` (None: it can)."""
+    library = LIBRARIES[codec]
+    try:
+        av.codec.Codec(library, "w")
+    except Exception:  # PyAV raises UnknownCodecError, or FFmpegError on older builds
+        return f"--codec {codec}: this PyAV build has no {library} encoder"
+    return None
+
+
 def new_encoder(codec: Codec, bitrate_kbps: int, fps: int) -> Encoder:
     """An encoder for `codec` holding `bitrate_kbps` at `fps` frames per second."""
     if codec == "H264":

@@ -231,6 +231,8 @@ def validate_args(args: argparse.Namespace) -> SessionSpec:
             cli.check_output_path(flag, getattr(args, name))
     if args.report is not None and (problem := report_unavailable()):
         raise cli.UsageError(problem)
+    if problem := encoders.unavailable(spec.codec):
+        raise cli.UsageError(problem)
     if args.record is not None and (problem := recorder.check_path(args.record)):
         raise cli.UsageError(problem)
     return spec

@@ -128,3 +128,13 @@ def test_the_h264_level_holds_the_frame_size_and_rate(
     size: tuple[int, int], fps: int, level: str
 ) -> None:
     assert encoders.h264_level(*size, fps) == level
+
+
+def test_both_encoders_are_in_the_installed_pyav_and_a_missing_one_is_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert encoders.unavailable("VP8") is None and encoders.unavailable("H264") is None
+    monkeypatch.setitem(encoders.LIBRARIES, "H264", "libopenh264")  # not in the wheel
+    assert encoders.unavailable("H264") == (
+        "--codec H264: this PyAV build has no libopenh264 encoder"
+    )
