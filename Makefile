@@ -68,7 +68,7 @@ ACTIONLINT ?= github.com/rhysd/actionlint/cmd/actionlint@v1.7.12
 lint:  ## ruff + mypy + actionlint (built from the Go module proxy once, cached)
 	$(VENV)/bin/ruff check peers operator tests bench e2e
 	$(VENV)/bin/ruff format --check peers operator tests bench e2e
-	$(VENV)/bin/mypy peers operator/rebound_operator e2e/localcluster e2e/capacity.py
+	$(VENV)/bin/mypy peers operator/rebound_operator e2e/localcluster e2e/capacity.py e2e/kindnode
 	@actionlint="$$(scripts/go-tool.sh install $(ACTIONLINT))" && echo "actionlint .github/workflows" && "$$actionlint"
 
 demo:  ## a ~10 s local session, both peers on 127.0.0.1, printing the summary
@@ -107,12 +107,18 @@ PEER_IMAGE ?= rebound-peer:$(VERSION)
 OPERATOR_IMAGE ?= rebound-operator:$(VERSION)
 PIP_CA_BUNDLE ?=
 KIND_CLUSTER ?= rebound
-KIND ?= kind
+# A node image of your own (e.g. kindest/node:v1.37.x); empty: the one `make kind-image` builds.
+KIND_NODE_IMAGE ?=
+# A kind CLI of your own; empty: kind v0.33.0 built here from the Go module proxy.
+KIND ?=
 KUBECTL ?= kubectl
 KEEP ?=
+KIND_ARGS = --name $(KIND_CLUSTER) $(if $(KIND),--kind $(KIND))
+KIND_KUBECONFIG = $(CURDIR)/.kind/kubeconfig
+KIND_ENV = KUBECONFIG=$(KIND_KUBECONFIG) PATH=$(CLUSTER_BIN):$$PATH
 
-.PHONY: base-image images image-peer image-operator container-test kind-up kind-down kind-load \
-	deploy undeploy e2e e2e-tools
+.PHONY: base-image images image-peer image-operator container-test kind-image kind-up kind-down \
+	kind-load deploy undeploy e2e
 
 base-image:  ## local Debian base image (debootstrap + docker import) for registry-less machines
 	scripts/base-image.sh rebound-base:bookworm
@@ -133,7 +139,8 @@ image-peer:
 image-operator:
 	$(call build_image,Dockerfile.operator,$(OPERATOR_IMAGE))
 
-images: image-peer image-operator  ## build both images (BASE_IMAGE=..., PIP_CA_BUNDLE=..., PEER_IMAGE=..., OPERATOR_IMAGE=...)
+# The local base image is built first when the images are to be built on it.
+images: $(if $(filter rebound-base:%,$(BASE_IMAGE)),base-image) image-peer image-operator  ## build both images (BASE_IMAGE=..., PIP_CA_BUNDLE=..., PEER_IMAGE=..., OPERATOR_IMAGE=...)
 	@docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E 'rebound-(peer|operator):'
 
 REGISTRY ?= ghcr.io/rebound-dev
@@ -145,19 +152,17 @@ container-test:  ## the images for real: operator container + peer containers on
 	PEER_IMAGE=$(PEER_IMAGE) OPERATOR_IMAGE=$(OPERATOR_IMAGE) PIP_CA_BUNDLE=$(PIP_CA_BUNDLE) \
 		$(PY) -m pytest e2e/test_containers.py -v
 
-e2e-tools:
-	@for tool in docker $(KIND) $(KUBECTL); do \
-		command -v $$tool >/dev/null || { echo "make e2e: $$tool is required but not installed" >&2; exit 1; }; \
-	done
+kind-image:  ## build the kind node image here (root; nothing pulled; docs/install.md)
+	nice -n 15 $(PY) -m kindnode image
 
-kind-up: e2e-tools  ## create the kind cluster
-	$(KIND) get clusters | grep -qx $(KIND_CLUSTER) || $(KIND) create cluster --name $(KIND_CLUSTER) --wait 120s
+kind-up:  ## two-node kind cluster from the node image built here (or KIND_NODE_IMAGE); .kind/kubeconfig
+	nice -n 15 $(PY) -m kindnode up $(KIND_ARGS) $(if $(KIND_NODE_IMAGE),--image $(KIND_NODE_IMAGE))
 
 kind-down:  ## delete the kind cluster
-	$(KIND) delete cluster --name $(KIND_CLUSTER)
+	$(PY) -m kindnode down $(KIND_ARGS)
 
-kind-load: e2e-tools  ## load both images into the kind cluster
-	$(KIND) load docker-image $(PEER_IMAGE) $(OPERATOR_IMAGE) --name $(KIND_CLUSTER)
+kind-load:  ## load both images into the kind cluster's nodes (never pulled)
+	"$$($(PY) -m kindnode kind $(KIND_ARGS))" load docker-image $(PEER_IMAGE) $(OPERATOR_IMAGE) --name $(KIND_CLUSTER)
 
 deploy:  ## install Rebound on the current kubectl context (kind overlay)
 	$(KUBECTL) apply -k manifests/overlays/kind
@@ -167,10 +172,10 @@ undeploy:  ## remove Rebound (BallSessions first, so their children go with them
 	-$(KUBECTL) delete ballsessions --all -A --timeout=60s
 	$(KUBECTL) delete -k manifests/overlays/kind --ignore-not-found
 
-e2e: e2e-tools  ## kind cluster, images, deploy, e2e tests, teardown (KEEP=1 keeps the cluster)
-	$(MAKE) kind-up images kind-load deploy
-	REBOUND_E2E=1 $(PY) -m pytest e2e -v --ignore=e2e/test_containers.py; rc=$$?; \
-	if [ -z "$(KEEP)" ]; then $(MAKE) kind-down; fi; exit $$rc
+e2e:  ## kind cluster, images, deploy, e2e tests, teardown (KEEP=1 keeps the cluster)
+	@$(MAKE) kind-up && $(MAKE) images kind-load && $(KIND_ENV) $(MAKE) deploy && \
+	$(KIND_ENV) REBOUND_E2E=1 $(PY) -m pytest e2e -v --ignore=e2e/test_containers.py $(PYTEST_ARGS); \
+	rc=$$?; if [ -z "$(KEEP)" ]; then $(MAKE) kind-down; fi; exit $$rc
 
 # ---- local cluster: a real control plane built from source + a process node (README) -----
 CLUSTER_BIN = $(shell $(PY) -c 'from localcluster.build import bin_dir; print(bin_dir())' 2>/dev/null)

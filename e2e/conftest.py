@@ -43,9 +43,12 @@ def docker_ready() -> str | None:
 
 
 def unavailable(why: str) -> None:
-    """Skip with `why`; under CI=true a skip of the local-cluster tier is a failure."""
-    if os.environ.get("CI") == "true" and os.environ.get("REBOUND_E2E") == "local":
-        pytest.fail(f"the local-cluster tier must run in CI: {why}", pytrace=False)
+    """Skip with `why`; under CI=true a cluster tier (local or kind) that cannot reach its
+    cluster is a failure, never a skip."""
+    tier = os.environ.get("REBOUND_E2E")
+    if os.environ.get("CI") == "true" and tier:
+        name = "local-cluster" if tier == "local" else "kind"
+        pytest.fail(f"the {name} tier must run in CI: {why}", pytrace=False)
     pytest.skip(why)
 
 

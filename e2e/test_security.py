@@ -122,7 +122,10 @@ def test_restricted_pod_security_is_enforced_where_sessions_run(
 
 
 REACH_API_SERVER = (
-    "import os, socket, sys\n"
+    "import os, socket, sys, time\n"
+    # A policy engine may program a new pod's rules only once the API server shows its IP
+    # (kube-network-policies on kind does): try once that has surely happened.
+    "time.sleep(5)\n"
     "env = os.environ\n"
     "address = (env['KUBERNETES_SERVICE_HOST'], int(env['KUBERNETES_SERVICE_PORT']))\n"
     "try:\n"

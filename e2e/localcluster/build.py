@@ -1,5 +1,8 @@
 """Build etcd, kube-apiserver, kube-controller-manager and kube-scheduler from the Go module proxy.
 
+The same build module also builds the node's binaries kind needs (kubeadm, kubelet,
+kube-proxy; `kindnode`), so every Kubernetes binary has one version and one set of ldflags.
+
 `k8s.io/kubernetes` requires its staging modules at `v0.0.0`, which no proxy serves. The build
 module written here replaces each of them with its published `v0.MINOR.PATCH`, read from the
 go.mod that the proxy returns for `k8s.io/kubernetes@vX.Y.Z` (never a hard-coded list). Binaries
@@ -21,6 +24,7 @@ from typing import Any
 KUBERNETES_VERSION = "v1.37.2"
 COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 BINARIES = ("etcd", *COMPONENTS)
+NODE_COMPONENTS = ("kubeadm", "kubelet", "kube-proxy")
 ETCD_SERVER = "go.etcd.io/etcd/server/v3"
 ETCD_MAIN = Path(__file__).with_name("gomod") / "etcd" / "main.go"
 _VERSION = re.compile(r"^v1\.(\d+)\.(\d+)$")
@@ -127,10 +131,22 @@ def ldflags(kubernetes_version: str) -> str:
     return "-s -w " + " ".join(f"-X {package}.{key}={value}" for key, value in stamps.items())
 
 
-def build(version: str = KUBERNETES_VERSION, *, log: Path | None = None) -> Path:
-    """Build the binaries of `version` that are not cached yet; return their folder."""
+def build(
+    version: str = KUBERNETES_VERSION,
+    *,
+    log: Path | None = None,
+    names: tuple[str, ...] = BINARIES,
+    local_mains: dict[str, Path] | None = None,
+    test: tuple[str, ...] = (),
+) -> Path:
+    """Build the binaries of `version` that are not cached yet; return their folder.
+
+    `names` are commands of k8s.io/kubernetes (COMPONENTS, NODE_COMPONENTS), `etcd`, or keys
+    of `local_mains`: folders holding a `main` package built inside the same module (so
+    against the same client-go), whose `go test` runs first for those named in `test`.
+    """
     target = bin_dir(version)
-    missing = [name for name in BINARIES if not (target / name).is_file()]
+    missing = [name for name in names if not (target / name).is_file()]
     if not missing:
         return target
     if shutil.which("go") is None:
@@ -154,12 +170,20 @@ def build(version: str = KUBERNETES_VERSION, *, log: Path | None = None) -> Path
     module = parse_go_mod_json(upstream)
     go_directive = str(upstream.get("Go") or "1.26.0")
     (work / "go.mod").write_text(render_go_mod(version, go_directive, module))
-    (work / "etcd").mkdir(exist_ok=True)
-    shutil.copyfile(ETCD_MAIN, work / "etcd" / "main.go")
-    packages = {name: f"k8s.io/kubernetes/cmd/{name}" for name in COMPONENTS}
-    packages["etcd"] = "./etcd"
+    mains = {"etcd": ETCD_MAIN.parent, **(local_mains or {})}
+    packages = {name: f"k8s.io/kubernetes/cmd/{name}" for name in COMPONENTS + NODE_COMPONENTS}
+    for name, folder in mains.items():
+        shutil.rmtree(work / name, ignore_errors=True)
+        shutil.copytree(folder, work / name)
+        packages[name] = f"./{name}"
+    unknown = [name for name in missing if name not in packages]
+    if unknown:
+        raise BuildError(f"no package known for {', '.join(unknown)}")
     etcd = f"{ETCD_SERVER}@{module.requires[ETCD_SERVER]}"
-    _run("go get", ["go", "get", *(packages[n] for n in COMPONENTS), etcd], work, log, env)
+    wanted = [packages[n] for n in missing if not packages[n].startswith("./")]
+    _run("go get", ["go", "get", *wanted, etcd], work, log, env)
+    for name in test:
+        _run(f"go test {name}", ["go", "test", packages[name]], work, log, env)
     target.mkdir(parents=True, exist_ok=True)
     flags = ldflags(version)
     for name in missing:
