@@ -61,7 +61,13 @@ def prepare_host(say: Say) -> None:
 
 
 def node_image(say: Say, tag: str = NODE_IMAGE) -> str:
-    """Build (or reuse) the node image; its tag."""
+    """Build (or reuse) the node image; its tag. One build at a time per cache (another
+    checkout's `make kind-image` waits)."""
+    with k8s.exclusive(gobuild.cache_root()):
+        return _node_image(say, tag)
+
+
+def _node_image(say: Say, tag: str) -> str:
     started = time.monotonic()
     log = log_file()
     prepare_host(say)

@@ -11,12 +11,15 @@ are cached outside the repository, keyed by version, so a second run only checks
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,6 +134,16 @@ def ldflags(kubernetes_version: str) -> str:
     return "-s -w " + " ".join(f"-X {package}.{key}={value}" for key, value in stamps.items())
 
 
+@contextmanager
+def exclusive(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `folder` (created if needed): two builds into one cache,
+    from two checkouts at once, would overwrite each other's work."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / ".lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def build(
     version: str = KUBERNETES_VERSION,
     *,
@@ -146,9 +159,23 @@ def build(
     against the same client-go), whose `go test` runs first for those named in `test`.
     """
     target = bin_dir(version)
+    if all((target / name).is_file() for name in names):
+        return target
+    with exclusive(cache_root() / version):
+        return _build(version, target, names, log, local_mains or {}, test)
+
+
+def _build(
+    version: str,
+    target: Path,
+    names: tuple[str, ...],
+    log: Path | None,
+    local_mains: dict[str, Path],
+    test: tuple[str, ...],
+) -> Path:
     missing = [name for name in names if not (target / name).is_file()]
     if not missing:
-        return target
+        return target  # another build made them while this one waited for the lock
     if shutil.which("go") is None:
         raise BuildError("go is not installed (needed to build the control plane)")
     work = cache_root() / version / "src"
@@ -170,7 +197,7 @@ def build(
     module = parse_go_mod_json(upstream)
     go_directive = str(upstream.get("Go") or "1.26.0")
     (work / "go.mod").write_text(render_go_mod(version, go_directive, module))
-    mains = {"etcd": ETCD_MAIN.parent, **(local_mains or {})}
+    mains = {"etcd": ETCD_MAIN.parent, **local_mains}
     packages = {name: f"k8s.io/kubernetes/cmd/{name}" for name in COMPONENTS + NODE_COMPONENTS}
     for name, folder in mains.items():
         shutil.rmtree(work / name, ignore_errors=True)
