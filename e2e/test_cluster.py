@@ -48,7 +48,7 @@ def start(sessions: list[str], spec: str, prefix: str = "e2e", *, fit: bool = Tr
 
 
 def test_a_session_succeeds_with_metrics_in_every_column(sessions: list[str]) -> None:
-    name = start(sessions, "{frames: 300, maxMeanErrorPx: 0.5}")
+    name = start(sessions, "{frames: 300, expect: {maxMeanErrorPx: 0.5, minMatchedRatio: 0.9}}")
     try:
         wait_for(name, "condition=Succeeded", 300)
     except subprocess.CalledProcessError:
@@ -59,6 +59,11 @@ def test_a_session_succeeds_with_metrics_in_every_column(sessions: list[str]) ->
     assert metrics["frames_matched"] >= 0.95 * metrics["frames_sent"]
     assert metrics["mean_error_px"] < 0.25
     assert status["phase"] == "Succeeded"
+    gates = {gate["name"]: gate for gate in status["gates"]}
+    assert set(gates) == {"maxMeanErrorPx", "minMatchedRatio"} and all(
+        gate["met"] for gate in gates.values()
+    ), gates
+    assert status["serverNode"] and status["clientNode"] and status["serverPodIP"]
     table = kubectl("-n", NS, "get", "ballsession", name, "-o", "wide").stdout
     print(table)
     header, row = table.strip().splitlines()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from rebound_operator import API_VERSION, KIND
+from rebound_operator.placement import scheduling
 from rebound_operator.spec import DEFAULT_PENDING_TIMEOUT, BallSessionSpec
 
 Role = Literal["server", "client"]
@@ -25,6 +26,8 @@ Manifest = dict[str, Any]
 
 SESSION_LABEL = "rebound.dev/session"
 ROLE_LABEL = "rebound.dev/role"
+PEER_COMPONENT = ("app.kubernetes.io/component", "peer")
+"""The label that marks the two peer pods among a session's children."""
 MANAGED_BY = ("app.kubernetes.io/managed-by", "rebound-operator")
 APP_LABELS = {"app.kubernetes.io/name": "rebound", MANAGED_BY[0]: MANAGED_BY[1]}
 CHILD_SELECTOR = f"{MANAGED_BY[0]}={MANAGED_BY[1]},{SESSION_LABEL}"
@@ -123,6 +126,12 @@ def labels(owner: Owner, role: Role | None = None) -> dict[str, str]:
     if role is not None:
         result[ROLE_LABEL] = role
     return result
+
+
+def peer_labels(owner: Owner) -> dict[str, str]:
+    """The labels that select a session's two peer pods and nothing else (NetworkPolicy,
+    placement terms)."""
+    return {SESSION_LABEL: owner.name, PEER_COMPONENT[0]: PEER_COMPONENT[1]}
 
 
 def _metadata(owner: Owner, name: str, role: Role | None = None) -> dict[str, Any]:
@@ -291,13 +300,14 @@ def pod(
                 "command": ["python", "-m", f"peers.{which}"],
                 "args": peer_args(which, owner, spec, pending_timeout_seconds),
                 "env": peer_env(spec),
-                "resources": spec.resources.model_dump(),
+                "resources": spec.resources_of(which),
                 "securityContext": _container_security_context(),
                 "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
             }
         ],
         "volumes": [{"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}}],
     }
+    pod_spec.update(scheduling(spec, which, {"matchLabels": peer_labels(owner)}))
     if deadline:
         # Backstop only: the operator fails the session at the deadline itself.
         pod_spec["activeDeadlineSeconds"] = deadline + 60
@@ -306,7 +316,7 @@ def pod(
         container = pod_spec["containers"][0]
         container["ports"] = [{"name": "view", "containerPort": VIEW_PORT, "protocol": "TCP"}]
     metadata = _metadata(owner, names.pod(which), which)
-    metadata["labels"]["app.kubernetes.io/component"] = "peer"
+    metadata["labels"][PEER_COMPONENT[0]] = PEER_COMPONENT[1]
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
 
 
@@ -361,7 +371,7 @@ def network_policy(
     ones); they may reach the cluster DNS pods and the API server (at `api_routes`, else
     on its usual ports anywhere), and nothing else reaches them. With iceServers the peers
     must reach STUN/TURN servers anywhere, so egress is open."""
-    session = {SESSION_LABEL: owner.name, "app.kubernetes.io/component": "peer"}
+    session = peer_labels(owner)
     peers = [{"podSelector": {"matchLabels": session}}]
     egress: list[dict[str, Any]] = [
         {"to": peers, "ports": [{"protocol": "UDP"}]},

@@ -31,7 +31,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from rebound_operator.gates import failure, judge
 from rebound_operator.metrics import MetricsReading, read_metrics
+from rebound_operator.placement import Landing, placement_status
 from rebound_operator.spec import BallSessionSpec, InvalidSpec, parse_spec
 from rebound_operator.text import MAX_MESSAGE, one_line, seconds
 
@@ -68,6 +70,8 @@ START_FAILURE_REASONS = frozenset(
 EXIT_TIMEOUT = 3
 """Peers exit 3 when the other peer never showed up (docs/CONTRACTS.md)."""
 CLIENT_FINISH_GRACE = timedelta(seconds=30)
+JUDGED_REASONS = frozenset({"Completed", "ExpectationNotMet", "ErrorTooHigh"})
+"""Terminal reasons reached by judging the gates (their verdicts go to `status.gates`)."""
 """How long a completed server waits for its client to end before the session is judged."""
 
 
@@ -138,6 +142,8 @@ class PodView:
     unschedulable: str | None = None
     """The scheduler's message while the pod's PodScheduled condition is
     False/Unschedulable (e.g. `0/1 nodes are available: 1 Insufficient cpu.`)."""
+    landing: Landing = field(default_factory=Landing)
+    """The node it was bound to and its address, once known."""
 
     @classmethod
     def from_manifest(cls, pod: Mapping[str, Any]) -> PodView:
@@ -152,6 +158,7 @@ class PodView:
             message=_detail(status.get("message")),
             deleted_at=_deletion_requested(meta),
             unschedulable=_unschedulable(status),
+            landing=Landing.of(pod),
         )
         for container in status.get("containerStatuses") or []:
             state = container.get("state") or {}
@@ -477,12 +484,9 @@ def _judge_result(spec: BallSessionSpec, reading: MetricsReading) -> tuple[str, 
     if mean is None or not metrics["frames_matched"]:
         sent = metrics["frames_sent"]
         return FAILED, "NoMeasurements", f"no coordinate matched any of the {sent} frames sent"
-    if mean > spec.max_mean_error_px:
-        return (
-            FAILED,
-            "ErrorTooHigh",
-            f"mean error {mean:.4g} px exceeds maxMeanErrorPx {spec.max_mean_error_px:g}",
-        )
+    failed = failure(spec, judge(spec, metrics))
+    if failed:
+        return FAILED, *failed
     p95 = metrics["p95_error_px"]
     return (
         SUCCEEDED,
@@ -811,8 +815,15 @@ def evaluate(
     )
     if reading.live is not None:
         status["metrics"] = {**reading.live, "final": reading.final is not None}
+    status.update(
+        placement_status(
+            server.landing if server else Landing(), client.landing if client else Landing()
+        )
+    )
     if terminal:
         status["completionTime"] = format_time(obs.now)
+        if reading.final is not None and reason in JUDGED_REASONS:
+            status["gates"] = [gate.record() for gate in judge(spec, reading.final)]
 
     verdict = Verdict(status=status)
     said_before = (previous.get("reason"), previous.get("message")) == (reason, status["message"])

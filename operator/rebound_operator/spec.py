@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import json
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -31,6 +32,18 @@ PENDING_TIMEOUT_RULE = (
     "pendingTimeoutSeconds must be 0 (the operator's --pending-timeout) or at least 10"
 )
 """The CRD's rule for the field, word for word."""
+LABEL_KEY = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+"""A label key: an optional DNS-subdomain prefix and `/`, then a name of at most 63."""
+LABEL_VALUE = r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$"
+DEFAULT_MAX_MEAN_ERROR_PX = 1.0
+"""The mean-error gate of a session that names none (spec.expect or the deprecated field)."""
+MAX_SCHEDULING_JSON = 16_384
+"""Characters of one peer's `affinity` as JSON (the CRD bounds every list inside it)."""
+
+Placement = Literal["Any", "SameNode", "SeparateNodes"]
 
 
 def _default_requests() -> dict[str, Quantity]:
@@ -48,6 +61,80 @@ class Resources(BaseModel):
 
     requests: dict[str, Quantity] = Field(default_factory=_default_requests)
     limits: dict[str, Quantity] = Field(default_factory=_default_limits)
+
+
+class PeerResources(BaseModel):
+    """One peer's own requests and/or limits; what it leaves out comes from `spec.resources`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    requests: dict[str, Quantity] | None = Field(None, max_length=8)
+    limits: dict[str, Quantity] | None = Field(None, max_length=8)
+
+
+class Toleration(BaseModel):
+    """A pod toleration (core/v1 Toleration)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    key: str | None = Field(None, max_length=317, pattern=LABEL_KEY)
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = Field(None, max_length=63, pattern=LABEL_VALUE)
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = Field(None, ge=0, le=2**31 - 1)
+
+    @model_validator(mode="after")
+    def _exists_has_no_value(self) -> Toleration:
+        if self.operator == "Exists" and self.value:
+            raise ValueError("operator Exists takes no value")
+        if self.key is None and self.operator != "Exists":
+            raise ValueError("a toleration without a key must use operator Exists")
+        return self
+
+
+class PeerSpec(BaseModel):
+    """Where one peer runs (`spec.server`, `spec.client`): scheduling only, never a node name."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    node_selector: (
+        dict[
+            Annotated[str, Field(max_length=317, pattern=LABEL_KEY)],
+            Annotated[str, Field(max_length=63, pattern=LABEL_VALUE)],
+        ]
+        | None
+    ) = Field(None, max_length=32)
+    affinity: dict[str, Any] | None = None
+    """core/v1 Affinity; its structure is checked by the CRD schema (and again by the API
+    server when the pod is created)."""
+    tolerations: list[Toleration] | None = Field(None, max_length=32)
+    priority_class_name: str | None = Field(
+        None, min_length=1, max_length=253, pattern=DNS_SUBDOMAIN
+    )
+    resources: PeerResources | None = None
+
+    @model_validator(mode="after")
+    def _affinity_bounded(self) -> PeerSpec:
+        if self.affinity is not None and len(json.dumps(self.affinity)) > MAX_SCHEDULING_JSON:
+            raise ValueError(f"affinity is larger than {MAX_SCHEDULING_JSON} characters of JSON")
+        return self
+
+
+class Expectations(BaseModel):
+    """`spec.expect`: the gates a completed session must pass to Succeed (each optional)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    max_mean_error_px: float | None = Field(None, ge=0.0, le=10_000.0)
+    max_p95_error_px: float | None = Field(None, ge=0.0, le=10_000.0)
+    min_matched_ratio: float | None = Field(None, ge=0.0, le=1.0)
+    min_fps: float | None = Field(None, ge=0.0, le=120.0)
+    max_latency_ms_p95: float | None = Field(None, ge=0.0, le=60_000.0)
+
+    @property
+    def given(self) -> bool:
+        """True if any gate is set here."""
+        return any(value is not None for value in self.model_dump().values())
 
 
 class SecretKeyRef(BaseModel):
@@ -96,7 +183,12 @@ class BallSessionSpec(SessionSpec):
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
-    max_mean_error_px: float = Field(1.0, ge=0.0, le=10_000.0)
+    max_mean_error_px: float | None = Field(None, ge=0.0, le=10_000.0)
+    """Deprecated: `expect.maxMeanErrorPx` (setting both is refused)."""
+    expect: Expectations = Field(default_factory=Expectations)
+    placement: Placement = "Any"
+    server: PeerSpec = Field(default_factory=PeerSpec)
+    client: PeerSpec = Field(default_factory=PeerSpec)
     signaling_timeout_seconds: int = Field(120, ge=5, le=3600)
     pending_timeout_seconds: int = Field(0, ge=0, le=MAX_PENDING_TIMEOUT)
     active_deadline_seconds: int = Field(3600, ge=0, le=604_800)
@@ -111,6 +203,39 @@ class BallSessionSpec(SessionSpec):
         if 0 < value < MIN_PENDING_TIMEOUT:
             raise ValueError(PENDING_TIMEOUT_RULE)
         return value
+
+    @model_validator(mode="after")
+    def _gates_consistent(self) -> BallSessionSpec:
+        if self.max_mean_error_px is not None and self.expect.max_mean_error_px is not None:
+            raise ValueError(
+                "maxMeanErrorPx and expect.maxMeanErrorPx are both set: keep only "
+                "expect.maxMeanErrorPx (the top-level field is deprecated)"
+            )
+        if self.expect.min_fps is not None and self.expect.min_fps > self.fps:
+            raise ValueError(
+                f"expect.minFps {self.expect.min_fps:g} can never be met at fps {self.fps}"
+            )
+        return self
+
+    def peer(self, role: str) -> PeerSpec:
+        """`spec.server` or `spec.client`."""
+        return self.server if role == "server" else self.client
+
+    def resources_of(self, role: str) -> dict[str, dict[str, Quantity]]:
+        """The peer's container resources: its own requests/limits, else `spec.resources`'."""
+        own = self.peer(role).resources or PeerResources()
+        return {
+            "requests": dict(own.requests if own.requests is not None else self.resources.requests),
+            "limits": dict(own.limits if own.limits is not None else self.resources.limits),
+        }
+
+    @property
+    def mean_error_gate(self) -> float:
+        """The mean-error limit: expect's, else the deprecated field's, else the default."""
+        for value in (self.expect.max_mean_error_px, self.max_mean_error_px):
+            if value is not None:
+                return value
+        return DEFAULT_MAX_MEAN_ERROR_PX
 
     def session(self) -> SessionSpec:
         """Just the part the server peer needs."""

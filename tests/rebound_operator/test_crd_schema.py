@@ -159,11 +159,33 @@ def test_printer_columns_point_at_declared_status_fields() -> None:
                 node = node["items"]
 
 
-def test_every_spec_field_has_a_default_and_bounds_where_numeric() -> None:
+UNDEFAULTED = {"maxMeanErrorPx"}
+"""Deprecated; whether it is set matters (CEL refuses it next to expect.maxMeanErrorPx)."""
+
+
+def _leaves(schema: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    yield path, schema
+    for name, sub in (schema.get("properties") or {}).items():
+        yield from _leaves(sub, f"{path}.{name}")
+    for key in ("items", "additionalProperties"):
+        if isinstance(schema.get(key), dict):
+            yield from _leaves(schema[key], f"{path}[]")
+
+
+def test_every_spec_field_has_a_default_and_bounds_at_every_depth() -> None:
     for name, field in SPEC_SCHEMA["properties"].items():
-        assert "default" in field, name
-        if field.get("type") in ("integer", "number"):
-            assert "minimum" in field and "maximum" in field, name
+        assert ("default" in field) != (name in UNDEFAULTED), name
+    # Bounded everywhere: the API server estimates the cost of `self == oldSelf` from them.
+    for path, field in _leaves(SPEC_SCHEMA, "spec"):
+        kind = field.get("type")
+        if kind in ("integer", "number"):
+            assert "minimum" in field and "maximum" in field, path
+        if kind == "string" and "enum" not in field:
+            assert "maxLength" in field, path
+        if kind == "array":
+            assert "maxItems" in field, path
+        if kind == "object" and "additionalProperties" in field:
+            assert "maxProperties" in field, path
 
 
 def test_status_declares_every_field_the_operator_writes() -> None:
@@ -201,7 +223,7 @@ def test_a_status_the_operator_writes_is_admitted_by_the_status_schema() -> None
 
 def test_schema_defaults_match_the_operator_model() -> None:
     defaulted = apply_defaults({}, SPEC_SCHEMA)
-    model = parse_spec({}).model_dump(by_alias=True, mode="json")
+    model = parse_spec({}).model_dump(by_alias=True, mode="json", exclude_none=True)
     assert defaulted == model
 
 
@@ -291,3 +313,89 @@ def test_the_operator_model_agrees_with_the_crd_on_the_pending_timeout() -> None
             parse_spec({"pendingTimeoutSeconds": value})
     with pytest.raises(InvalidSpec, match="less than or equal to 86400"):
         parse_spec({"pendingTimeoutSeconds": 86_401})
+
+
+def _upstream_definitions() -> dict[str, Any]:
+    import json
+
+    folder = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
+    newest = sorted(
+        folder.glob("v1.*-local-strict"),
+        key=lambda p: [int(x) for x in p.name[1:].split("-")[0].split(".")],
+    )[-1]
+    return dict(json.loads((newest / "_definitions.json").read_text())["$defs"])
+
+
+def _shape(schema: dict[str, Any], defs: dict[str, Any], depth: int = 0) -> Any:
+    """Property names and item shapes of a schema, following upstream `$ref`s."""
+    if "$ref" in schema:
+        schema = defs[schema["$ref"].rsplit("/", 1)[-1]]
+    if depth > 12:
+        return "..."
+    if schema.get("properties"):
+        return {k: _shape(v, defs, depth + 1) for k, v in sorted(schema["properties"].items())}
+    if isinstance(schema.get("items"), dict):
+        return [_shape(schema["items"], defs, depth + 1)]
+    kinds = schema.get("type")
+    return "map" if isinstance(schema.get("additionalProperties"), dict) else str(kinds)
+
+
+def _names(shape: Any) -> Any:
+    """Only the nesting of property names (types are compared through the samples)."""
+    if isinstance(shape, dict):
+        return {k: _names(v) for k, v in shape.items()}
+    if isinstance(shape, list):
+        return [_names(shape[0])]
+    return None
+
+
+@pytest.mark.parametrize(
+    ("field", "upstream"),
+    [
+        ("affinity", "io.k8s.api.core.v1.Affinity"),
+        ("tolerations", "io.k8s.api.core.v1.Toleration"),
+    ],
+)
+def test_peer_scheduling_fields_have_exactly_the_upstream_shape(field: str, upstream: str) -> None:
+    defs = _upstream_definitions()
+    ours = SPEC_SCHEMA["properties"]["server"]["properties"][field]
+    if ours.get("type") == "array":
+        ours = ours["items"]
+    assert _names(_shape(ours, defs)) == _names(_shape(defs[upstream], defs))
+
+
+def test_server_and_client_take_the_same_fields() -> None:
+    def without_descriptions(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: without_descriptions(v) for k, v in node.items() if k != "description"}
+        if isinstance(node, list):
+            return [without_descriptions(v) for v in node]
+        return node
+
+    props = SPEC_SCHEMA["properties"]
+    assert without_descriptions(props["server"]) == without_descriptions(props["client"])
+    assert "nodeName" not in props["server"]["properties"]
+
+
+def test_gate_rules_refuse_both_mean_fields_and_an_unreachable_fps() -> None:
+    spec = apply_defaults({"expect": {"maxMeanErrorPx": 0.5}}, SPEC_SCHEMA)
+    assert cel_failures(spec) == []
+    assert cel_failures({**spec, "maxMeanErrorPx": 0.5}) == [
+        "maxMeanErrorPx is deprecated: set only expect.maxMeanErrorPx, not both"
+    ]
+    legacy = apply_defaults({"maxMeanErrorPx": 0.5}, SPEC_SCHEMA)
+    assert cel_failures(legacy) == []
+    fps = apply_defaults({"fps": 30, "expect": {"minFps": 30}}, SPEC_SCHEMA)
+    assert cel_failures(fps) == []
+    assert cel_failures({**fps, "expect": {"minFps": 30.5}}) == [
+        "expect.minFps can never be met: it is above spec.fps"
+    ]
+
+
+def test_status_declares_placement_and_gates() -> None:
+    status = SCHEMA["properties"]["status"]["properties"]
+    assert {"serverNode", "clientNode", "serverPodIP", "clientPodIP", "gates"} <= set(status)
+    columns = {c["name"]: c for c in VERSION["additionalPrinterColumns"]}
+    assert columns["Server Node"]["jsonPath"] == ".status.serverNode"
+    assert columns["Client Node"]["jsonPath"] == ".status.clientNode"
+    assert columns["Server Node"]["priority"] == 1  # -o wide

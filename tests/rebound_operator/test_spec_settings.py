@@ -12,7 +12,8 @@ from rebound_operator.spec import BallSessionSpec, InvalidSpec, parse_spec
 def test_defaults() -> None:
     spec = parse_spec({})
     assert isinstance(spec, BallSessionSpec)
-    assert (spec.frames, spec.max_mean_error_px, spec.signaling_timeout_seconds) == (300, 1.0, 120)
+    assert (spec.frames, spec.mean_error_gate, spec.signaling_timeout_seconds) == (300, 1.0, 120)
+    assert spec.max_mean_error_px is None and not spec.expect.given and spec.placement == "Any"
     assert spec.session().frames == 300
     assert spec.ice_servers == []
 
