@@ -27,7 +27,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from bench.progress import Every, say
-from localcluster.layout import NODE_NAME, Layout
+from localcluster.layout import Layout
 
 BENCH_NS = "rebound-bench"
 NOISE_NS = "rebound-noise"
@@ -104,15 +104,28 @@ def delete_namespace(api: Api, name: str, timeout: float = 300) -> None:
         time.sleep(1)
 
 
+def process_nodes(api: Api) -> list[str]:
+    """The names of the local cluster's process nodes."""
+    listing = json.loads(
+        api.core.list_node(
+            label_selector="rebound.dev/process-node=true", _preload_content=False
+        ).data
+    )
+    return [str(n["metadata"]["name"]) for n in listing["items"]]
+
+
 @contextlib.contextmanager
 def cordoned(api: Api) -> Iterator[None]:
-    """The process node takes no new pods meanwhile."""
+    """No process node takes new pods meanwhile."""
+    nodes = process_nodes(api)
     body: Any = {"spec": {"unschedulable": True}}
-    api.core.patch_node(NODE_NAME, body)
+    for node in nodes:
+        api.core.patch_node(node, body)
     try:
         yield
     finally:
-        api.core.patch_node(NODE_NAME, {"spec": {"unschedulable": None}})  # type: ignore[arg-type]
+        for node in nodes:
+            api.core.patch_node(node, {"spec": {"unschedulable": None}})  # type: ignore[arg-type]
 
 
 def parallel(work: Callable[[int], Any], count: int, threads: int = 16) -> list[Any]:

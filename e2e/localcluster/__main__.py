@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "down":
             cluster.down(layout, _say)
         else:
-            for component in controlplane.DAEMONS:
+            for component in controlplane.daemons(layout):
                 pid = controlplane.read_pid(layout, component)
                 state = "running" if controlplane.alive(pid) else "stopped"
                 _say(f"{component:24} {state}" + (f" (pid {pid})" if pid else ""))

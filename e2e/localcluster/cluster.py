@@ -19,7 +19,7 @@ from pathlib import Path
 
 from localcluster import build, controlplane, network, packages
 from localcluster.controlplane import ClusterError
-from localcluster.layout import NODE_NAME, REPO, Layout
+from localcluster.layout import REPO, Layout, NodeLayout
 
 OVERLAY = REPO / "manifests" / "overlays" / "local"
 OPERATOR_NAMESPACE = "rebound-system"
@@ -88,24 +88,26 @@ def _wait(what: str, check: Callable[[], bool], timeout: float, log_file: Path) 
     raise ClusterError(f"{what} not reached after {timeout:g} s; see {log_file}")
 
 
-def start_node(layout: Layout, log: Log) -> None:
-    """Start the process node daemon and wait until its Node is Ready."""
+def start_node(layout: Layout, node: NodeLayout, log: Log) -> None:
+    """Start one process node's daemon and wait until its Node is Ready."""
     python = str(REPO / ".venv" / "bin" / "python")
-    pid = controlplane.spawn(layout, "process-node", [python, "-m", "localcluster.node"])
+    pid = controlplane.spawn(
+        layout, node.component, [python, "-m", "localcluster.node", "--node", node.name]
+    )
 
     def ready() -> bool:
         if not controlplane.alive(pid):
             raise ClusterError(
-                f"process-node exited during start-up; see {layout.log('process-node')}"
+                f"{node.component} exited during start-up; see {layout.log(node.component)}"
             )
-        result = kubectl(layout, "get", "node", NODE_NAME, "-o", "json")
+        result = kubectl(layout, "get", "node", node.name, "-o", "json")
         if result.returncode != 0:
             return False
         conditions = json.loads(result.stdout).get("status", {}).get("conditions") or []
         return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
-    _wait(f"node {NODE_NAME} Ready", ready, 60, layout.log("process-node"))
-    log(f"node {NODE_NAME} Ready (pid {pid}); pods get addresses on {layout.network}")
+    _wait(f"node {node.name} Ready", ready, 60, layout.log(node.component))
+    log(f"node {node.name} Ready (pid {pid}); its pods get addresses in {node.cidr}")
 
 
 def install_rebound(layout: Layout, log: Log) -> None:
@@ -164,7 +166,8 @@ def up(layout: Layout, log: Log, *, install: bool = True) -> None:
     try:
         creds = controlplane.make_credentials(layout)
         controlplane.start(layout, bins, creds, log)
-        start_node(layout, log)
+        for node in layout.nodes:
+            start_node(layout, node, log)
         if install:
             install_rebound(layout, log)
     except BaseException:

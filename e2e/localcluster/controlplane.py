@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from localcluster import kubeconfig, network
-from localcluster.layout import NODE_NAME, Layout
+from localcluster.layout import Layout, NodeLayout
 from localcluster.pki import CertificateAuthority, Identity, KeyPair, service_account_keys
 
 STOP_GRACE_S = 10.0
@@ -39,8 +39,8 @@ class Credentials:
     admin: KeyPair
     controller_manager: KeyPair
     scheduler: KeyPair
-    node: KeyPair
-    node_serving: KeyPair
+    nodes: dict[str, tuple[KeyPair, KeyPair]]
+    """Node name -> (its client certificate, its kubelet serving certificate)."""
     kubelet_client: KeyPair
     service_account: KeyPair
 
@@ -48,7 +48,13 @@ class Credentials:
 ADMIN = Identity("rebound-admin", ("system:masters",))
 CONTROLLER_MANAGER = Identity("system:kube-controller-manager")
 SCHEDULER = Identity("system:kube-scheduler")
-NODE = Identity(f"system:node:{NODE_NAME}", ("system:nodes",))
+
+
+def node_identity(node: NodeLayout) -> Identity:
+    """Who a process node authenticates as: `system:node:<name>` in `system:nodes`."""
+    return Identity(f"system:node:{node.name}", ("system:nodes",))
+
+
 KUBELET_CLIENT = Identity("kube-apiserver-kubelet-client", ("kubelet-api-admin",))
 
 
@@ -71,8 +77,18 @@ def make_credentials(layout: Layout) -> Credentials:
         admin=ca.client("admin", ADMIN),
         controller_manager=ca.client("controller-manager", CONTROLLER_MANAGER),
         scheduler=ca.client("scheduler", SCHEDULER),
-        node=ca.client("node", NODE),
-        node_serving=ca.issue("node-serving", NODE.user, hosts=[layout.host_ip], server=True),
+        nodes={
+            node.name: (
+                ca.client(node.component, node_identity(node)),
+                ca.issue(
+                    f"{node.component}-serving",
+                    node_identity(node).user,
+                    hosts=[node.address],
+                    server=True,
+                ),
+            )
+            for node in layout.nodes
+        },
         kubelet_client=ca.client("kubelet-client", KUBELET_CLIENT),
         service_account=service_account_keys(layout.pki),
     )
@@ -88,9 +104,14 @@ def make_credentials(layout: Layout) -> Credentials:
     kubeconfig.write(
         layout.component_kubeconfig("scheduler"), inside, creds.ca, creds.scheduler, SCHEDULER.user
     )
-    kubeconfig.write(
-        layout.component_kubeconfig("node"), layout.api_url, creds.ca, creds.node, NODE.user
-    )
+    for node in layout.nodes:
+        kubeconfig.write(
+            layout.component_kubeconfig(node.component),
+            layout.api_url,
+            creds.ca,
+            creds.nodes[node.name][0],
+            node_identity(node).user,
+        )
     return creds
 
 
@@ -269,8 +290,8 @@ def wait_healthy(
 def start(layout: Layout, bins: Path, creds: Credentials, log: Callable[[str], None]) -> None:
     """etcd, then the API server, then the controller manager and the scheduler."""
     netns = layout.control_plane_netns
-    network.ensure_bridge(layout)
-    network.create_netns(netns, layout.api_ip, layout)
+    network.ensure_network(layout)
+    network.create_netns(netns, layout.api_ip, network.segments(layout)[0])
     layout.etcd_data.mkdir(parents=True, exist_ok=True)
     layout.etcd_data.chmod(0o700)
 
@@ -316,8 +337,16 @@ def start(layout: Layout, bins: Path, creds: Credentials, log: Callable[[str], N
     log("kube-controller-manager and kube-scheduler healthy")
 
 
-DAEMONS = ("process-node", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
-"""Stop order: the node first (it stops the pods), etcd last."""
+CONTROL_PLANE = ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
+
+
+def daemons(layout: Layout) -> tuple[str, ...]:
+    """Every daemon in stop order: the nodes first (they stop the pods), etcd last. Nodes
+    an earlier `up` started with more nodes than this layout has are included too."""
+    nodes = {node.component for node in layout.nodes}
+    if layout.pids.is_dir():
+        nodes |= {p.stem for p in layout.pids.glob("process-node*.pid")}
+    return (*sorted(nodes), *CONTROL_PLANE)
 
 
 def stop_pid(pid: int, grace: float = STOP_GRACE_S) -> None:
@@ -339,7 +368,7 @@ def stop_pid(pid: int, grace: float = STOP_GRACE_S) -> None:
 
 def stop(layout: Layout, log: Callable[[str], None]) -> None:
     """Stop every daemon and every process left in the cluster's namespaces; remove them."""
-    for component in DAEMONS:
+    for component in daemons(layout):
         pid = read_pid(layout, component)
         if alive(pid):
             assert pid is not None
@@ -351,4 +380,4 @@ def stop(layout: Layout, log: Callable[[str], None]) -> None:
         for pid in network.pids_in(name):
             stop_pid(pid, grace=2.0)
         network.delete_netns(name)
-    network.remove_bridge(layout)
+    network.remove_bridges(layout)

@@ -1,8 +1,10 @@
-"""Network namespaces, veth pairs and the bridge, through iproute2 (`ip`). Needs root.
+"""Network namespaces, veth pairs and bridges, through iproute2 (`ip`). Needs root.
 
-Each namespace gets one veth pair: `eth0` inside, the other end enslaved to the bridge. Bridged
-traffic may pass iptables' FORWARD chain (br_netfilter, e.g. once Docker set its policy to
-DROP), so an ACCEPT rule for the bridge is added while the cluster is up.
+Each namespace gets one veth pair: `eth0` inside, the other end enslaved to a bridge (the
+control plane's, or its node's), and a default route via the bridge's host-side address. The
+host routes between the bridges (IP forwarding on). Bridged and routed traffic passes
+iptables' FORWARD chain (e.g. once Docker set its policy to DROP), so an ACCEPT rule for the
+cluster's bridges is added while the cluster is up.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 from localcluster.layout import Layout
@@ -38,16 +41,44 @@ def missing_tools() -> list[str]:
     return [tool for tool in ("ip",) if shutil.which(tool) is None]
 
 
+IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A bridge and its host-side address: the gateway of the namespaces attached to it."""
+
+    bridge: str
+    gateway: str
+    prefix_length: int
+
+
+def segments(layout: Layout) -> list[Segment]:
+    """The control plane's segment, then one per process node."""
+    return [Segment(layout.bridge, layout.host_ip, layout.prefix_length)] + [
+        Segment(node.bridge, node.address, node.prefix_length) for node in layout.nodes
+    ]
+
+
 def _accept_rule(layout: Layout) -> list[str]:
-    return ["FORWARD", "-i", layout.bridge, "-o", layout.bridge, "-j", "ACCEPT"]
+    # `rb0+` matches the control plane's bridge and every node's (`rb0-1`, ...).
+    return ["FORWARD", "-i", f"{layout.bridge}+", "-o", f"{layout.bridge}+", "-j", "ACCEPT"]
 
 
-def ensure_bridge(layout: Layout) -> None:
-    """Create the bridge with the host's address (idempotent) and let bridged traffic pass."""
-    if _ip("link", "show", layout.bridge, check=False).returncode != 0:
-        _ip("link", "add", layout.bridge, "type", "bridge")
-        _ip("addr", "add", f"{layout.host_ip}/{layout.prefix_length}", "dev", layout.bridge)
-    _ip("link", "set", layout.bridge, "up")
+def ensure_bridge(segment: Segment) -> None:
+    """Create a bridge with its host-side address (idempotent)."""
+    if _ip("link", "show", segment.bridge, check=False).returncode != 0:
+        _ip("link", "add", segment.bridge, "type", "bridge")
+        _ip("addr", "add", f"{segment.gateway}/{segment.prefix_length}", "dev", segment.bridge)
+    _ip("link", "set", segment.bridge, "up")
+
+
+def ensure_network(layout: Layout) -> None:
+    """Every bridge of the cluster, IP forwarding between them, and the FORWARD rule."""
+    for segment in segments(layout):
+        ensure_bridge(segment)
+    if IP_FORWARD.exists() and IP_FORWARD.read_text().strip() != "1":
+        IP_FORWARD.write_text("1\n")
     if shutil.which("iptables"):
         rule = _accept_rule(layout)
         present = subprocess.run(["iptables", "-C", *rule], capture_output=True)
@@ -55,8 +86,9 @@ def ensure_bridge(layout: Layout) -> None:
             subprocess.run(["iptables", "-I", *rule], capture_output=True, check=False)
 
 
-def remove_bridge(layout: Layout) -> None:
-    """Delete the bridge and its iptables rule (absent is fine)."""
+def remove_bridges(layout: Layout) -> None:
+    """Delete every bridge of the cluster and the iptables rule (absent is fine). IP
+    forwarding stays on (other software on the host, e.g. Docker, relies on it too)."""
     if shutil.which("iptables"):
         while (
             subprocess.run(
@@ -65,22 +97,30 @@ def remove_bridge(layout: Layout) -> None:
             == 0
         ):
             pass
-    _ip("link", "del", layout.bridge, check=False)
+    listed = _ip("-o", "link", "show", "type", "bridge", check=False).stdout
+    found = {
+        line.split(":")[1].strip().split("@")[0] for line in listed.splitlines() if ":" in line
+    }
+    ours = {s.bridge for s in segments(layout)}
+    ours |= {name for name in found if name.startswith(f"{layout.bridge}-")}
+    for bridge in sorted(ours):
+        _ip("link", "del", bridge, check=False)
 
 
-def create_netns(name: str, address: str, layout: Layout) -> None:
-    """A namespace with loopback up and `eth0` = `address` on the bridge (idempotent)."""
+def create_netns(name: str, address: str, segment: Segment) -> None:
+    """A namespace with loopback up and `eth0` = `address` on the segment's bridge, routed
+    through its gateway (idempotent)."""
     delete_netns(name)
     host_end = host_veth_name(name)
     _ip("netns", "add", name)
     try:
         _ip("link", "add", host_end, "type", "veth", "peer", "name", "eth0", "netns", name)
-        _ip("link", "set", host_end, "master", layout.bridge, "up")
+        _ip("link", "set", host_end, "master", segment.bridge, "up")
         inside = ["netns", "exec", name, "ip"]
         _ip(*inside, "link", "set", "lo", "up")
-        _ip(*inside, "addr", "add", f"{address}/{layout.prefix_length}", "dev", "eth0")
+        _ip(*inside, "addr", "add", f"{address}/{segment.prefix_length}", "dev", "eth0")
         _ip(*inside, "link", "set", "eth0", "up")
-        _ip(*inside, "route", "add", "default", "via", layout.host_ip)
+        _ip(*inside, "route", "add", "default", "via", segment.gateway)
     except NetworkError:
         delete_netns(name)
         raise

@@ -1,7 +1,8 @@
 """The process node: a Node that runs the pods the real scheduler binds to it as local
 processes (test infrastructure: it replaces the container runtime, nothing else).
 
-`python -m localcluster.node` (started by `python -m localcluster up`) registers the Node,
+`python -m localcluster.node --node NAME` (one per node, started by `python -m localcluster
+up`) registers the Node (its pod CIDR, InternalIP and kubelet port are its own),
 renews its Lease every 10 s, watches the pods bound to it and runs each in a `PodWorker`,
 and serves container logs to `kubectl logs` on the kubelet port (HTTPS, client certificate
 signed by the cluster CA required, as the API server presents one).
@@ -28,7 +29,7 @@ from kubernetes.client.exceptions import ApiException
 from localcluster import network
 from localcluster.build import KUBERNETES_VERSION
 from localcluster.images import ImageCatalog
-from localcluster.layout import NODE_NAME, REPO, Layout
+from localcluster.layout import NODE_NAME, REPO, Layout, NodeLayout
 from localcluster.nodeapi import NodeApi
 from localcluster.pods import NodeContext, PodWorker
 from localcluster.podspec import ServiceEndpoint, now_stamp
@@ -40,8 +41,9 @@ log = logging.getLogger("localcluster.node")
 LEASE_RENEW_S = 10.0
 STATUS_REPORT_S = 60.0
 WATCH_TIMEOUT_S = 300
-DEFAULT_ALLOCATABLE = {"cpu": "64", "memory": "128Gi", "pods": "500", "ephemeral-storage": "100Gi"}
-"""More than this machine has, on purpose: the tests overcommit (documented in README)."""
+DEFAULT_ALLOCATABLE = {"cpu": "64", "memory": "128Gi", "ephemeral-storage": "100Gi"}
+"""More than this machine has, on purpose: the tests overcommit (documented in README). The
+pod count is what the node's address range holds."""
 
 
 def base_prefix(venv: Path) -> Path:
@@ -59,10 +61,10 @@ def runtime_paths(venv: Path) -> list[str]:
 
 
 class Addresses:
-    """Pod addresses from the layout's range, lowest free first."""
+    """Pod addresses from the node's range, lowest free first."""
 
-    def __init__(self, layout: Layout) -> None:
-        self.layout = layout
+    def __init__(self, node: NodeLayout) -> None:
+        self.node = node
         self._free: list[int] = []
         self._next = 0
         self._by_address: dict[str, int] = {}
@@ -73,7 +75,7 @@ class Addresses:
             index = self._free.pop(0)
         else:
             index, self._next = self._next, self._next + 1
-        address = self.layout.pod_ip(index)
+        address = self.node.pod_ip(index)
         self._by_address[address] = index
         return address
 
@@ -85,8 +87,10 @@ class Addresses:
             self._free.sort()
 
 
-def node_manifest(layout: Layout, allocatable: dict[str, str]) -> dict[str, Any]:
-    """The Node object this node registers: Ready, its address, capacity and versions."""
+def node_manifest(layout: Layout, node: NodeLayout, allocatable: dict[str, str]) -> dict[str, Any]:
+    """The Node object this node registers: Ready, its address, pod range, capacity and
+    versions."""
+    allocatable = {**allocatable, "pods": str(node.max_pods)}
     now = now_stamp()
 
     def condition(kind: str, status: str, reason: str, message: str) -> dict[str, str]:
@@ -103,26 +107,26 @@ def node_manifest(layout: Layout, allocatable: dict[str, str]) -> dict[str, Any]
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {
-            "name": NODE_NAME,
+            "name": node.name,
             "labels": {
-                "kubernetes.io/hostname": NODE_NAME,
+                "kubernetes.io/hostname": node.name,
                 "kubernetes.io/os": "linux",
                 "kubernetes.io/arch": "amd64",
                 "rebound.dev/process-node": "true",
             },
         },
-        "spec": {},
+        "spec": {"podCIDR": node.cidr, "podCIDRs": [node.cidr]},
         "status": {
             "capacity": allocatable,
             "allocatable": allocatable,
             "addresses": [
-                {"type": "InternalIP", "address": layout.host_ip},
-                {"type": "Hostname", "address": NODE_NAME},
+                {"type": "InternalIP", "address": node.address},
+                {"type": "Hostname", "address": node.name},
             ],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": layout.kubelet_port}},
             "nodeInfo": {
-                "machineID": "rebound-process-node",
-                "systemUUID": "rebound-process-node",
+                "machineID": f"rebound-{node.component}",
+                "systemUUID": f"rebound-{node.component}",
                 "bootID": str(os.getpid()),
                 "kernelVersion": platform.release(),
                 "osImage": "process node (pods run as local processes)",
@@ -145,20 +149,24 @@ def node_manifest(layout: Layout, allocatable: dict[str, str]) -> dict[str, Any]
 class ProcessNode:
     """Registration, heartbeat, the pod watch and one worker per pod."""
 
-    def __init__(self, layout: Layout, venv: Path) -> None:
+    def __init__(self, layout: Layout, node: NodeLayout, venv: Path) -> None:
         self.layout = layout
-        self.api = NodeApi(str(layout.component_kubeconfig("node")), NODE_NAME)
+        self.node = node
+        self.api = NodeApi(str(layout.component_kubeconfig(node.component)), node.name)
         self.ctx = NodeContext(
             layout=layout,
+            node=node,
             api=self.api,
             images=ImageCatalog(venv),
-            addresses=Addresses(layout),
+            addresses=Addresses(node),
             service=ServiceEndpoint(layout.api_ip, layout.api_port),
             reveal=reveal_plan([base_prefix(venv), REPO]),
             keep=runtime_paths(venv),
         )
         self.workers: dict[str, PodWorker] = {}
-        self.policies = PolicyEnforcer(str(layout.kubeconfig), self._local_pods)
+        self.policies = PolicyEnforcer(
+            str(layout.kubeconfig), [n.name for n in layout.nodes], self._local_pods
+        )
         self.ctx.network_ready = self._network_ready
         self.tasks: set[asyncio.Task[None]] = set()
         self._events: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
@@ -166,7 +174,7 @@ class ProcessNode:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set, then stop every container."""
-        manifest = node_manifest(self.layout, DEFAULT_ALLOCATABLE)
+        manifest = node_manifest(self.layout, self.node, DEFAULT_ALLOCATABLE)
         node = await asyncio.to_thread(self.api.register, manifest)
         node_uid = str(node["metadata"]["uid"])
         loop = asyncio.get_running_loop()
@@ -179,7 +187,7 @@ class ProcessNode:
             asyncio.ensure_future(self._heartbeat(node_uid, manifest)),
             asyncio.ensure_future(self._dispatch()),
         ]
-        log.info("node %s ready at %s", NODE_NAME, self.layout.host_ip)
+        log.info("node %s ready at %s", self.node.name, self.node.address)
         await stop.wait()
         self._stopping.set()
         self.policies.stopping.set()
@@ -275,11 +283,10 @@ class ProcessNode:
         await runner.setup()
         pki = self.layout.pki
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki / "ca.crt"))
-        context.load_cert_chain(str(pki / "node-serving.crt"), str(pki / "node-serving.key"))
+        serving = self.node.component + "-serving"
+        context.load_cert_chain(str(pki / f"{serving}.crt"), str(pki / f"{serving}.key"))
         context.verify_mode = ssl.CERT_REQUIRED
-        site = web.TCPSite(
-            runner, self.layout.host_ip, self.layout.kubelet_port, ssl_context=context
-        )
+        site = web.TCPSite(runner, self.node.address, self.layout.kubelet_port, ssl_context=context)
         await site.start()
         return runner
 
@@ -333,14 +340,21 @@ class ProcessNode:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m localcluster.node [--venv PATH]`: run the process node until SIGTERM."""
+    """`python -m localcluster.node [--node NAME] [--venv PATH]`: run one process node until
+    SIGTERM."""
     parser = argparse.ArgumentParser(prog="python -m localcluster.node")
+    parser.add_argument("--node", default=NODE_NAME, help="which of the layout's nodes to run")
     parser.add_argument("--venv", type=Path, default=REPO / ".venv", help="the pods' virtualenv")
     args = parser.parse_args(argv)
+    layout = Layout.default()
+    try:
+        node_layout = layout.node(args.node)
+    except KeyError:
+        parser.error(f"--node {args.node}: not one of {', '.join(n.name for n in layout.nodes)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     for noisy in ("kubernetes", "urllib3", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    node = ProcessNode(Layout.default(), args.venv.resolve())
+    node = ProcessNode(layout, node_layout, args.venv.resolve())
 
     async def serve() -> None:
         stop = asyncio.Event()

@@ -31,7 +31,7 @@ from urllib3.exceptions import HTTPError
 
 from localcluster import network
 from localcluster.images import ImageCatalog
-from localcluster.layout import Layout
+from localcluster.layout import Layout, NodeLayout
 from localcluster.nodeapi import NodeApi
 from localcluster.podspec import (
     ConfigError,
@@ -72,6 +72,8 @@ class NodeContext:
     """What every pod worker shares: the layout, API access, images and addresses."""
 
     layout: Layout
+    node: NodeLayout
+    """The node these pods run on (its address, bridge and pod range)."""
     api: NodeApi
     images: ImageCatalog
     addresses: AddressPool
@@ -150,7 +152,7 @@ class PodWorker:
         status = pod_status(
             phase,
             self.view,
-            host_ip=self.ctx.layout.host_ip,
+            host_ip=self.ctx.node.address,
             pod_ip=self.address,
             start_time=self.start_time,
             sandbox_ready=self.address is not None,
@@ -206,9 +208,10 @@ class PodWorker:
         self.address = self.ctx.addresses.take()
         for attempt in range(NETNS_ATTEMPTS):
             try:
-                await asyncio.to_thread(
-                    network.create_netns, self.netns, self.address, self.ctx.layout
+                segment = network.Segment(
+                    self.ctx.node.bridge, self.ctx.node.address, self.ctx.node.prefix_length
                 )
+                await asyncio.to_thread(network.create_netns, self.netns, self.address, segment)
                 break
             except network.NetworkError as exc:
                 log.warning("%s/%s: network namespace: %s", self.namespace, self.name, exc)

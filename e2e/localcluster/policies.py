@@ -20,7 +20,6 @@ from typing import Any
 from kubernetes import client, config
 
 from localcluster import netpol
-from localcluster.layout import NODE_NAME
 from localcluster.netpol import EGRESS, INGRESS, PodAddress
 
 log = logging.getLogger("localcluster.policies")
@@ -94,11 +93,15 @@ class PolicyEnforcer:
     """Keeps every local pod's filter table in line with the cluster's NetworkPolicies."""
 
     def __init__(
-        self, kubeconfig: str, local: Callable[[], dict[str, tuple[LocalPod, dict[str, Any]]]]
+        self,
+        kubeconfig: str,
+        nodes: list[str],
+        local: Callable[[], dict[str, tuple[LocalPod, dict[str, Any]]]],
     ):
         api: client.ApiClient = config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
         self.core = client.CoreV1Api(api)
         self.networking = client.NetworkingV1Api(api)
+        self.nodes = nodes
         self.local = local
         self.snapshot = Snapshot([], [], {})
         self.applied: dict[str, str] = {}
@@ -114,12 +117,17 @@ class PolicyEnforcer:
         policies = items(
             self.networking.list_network_policy_for_all_namespaces(_preload_content=False)
         )
-        # Only this node's pods have addresses (one node): unscheduled ones are no peers.
-        pods = items(
-            self.core.list_pod_for_all_namespaces(
-                field_selector=f"spec.nodeName={NODE_NAME}", _preload_content=False
+        # Only the process nodes' pods have addresses (unscheduled ones, or those bound to a
+        # node nothing runs, are nobody's peers): list them node by node, server-side.
+        pods = [
+            pod
+            for node in self.nodes
+            for pod in items(
+                self.core.list_pod_for_all_namespaces(
+                    field_selector=f"spec.nodeName={node}", _preload_content=False
+                )
             )
-        )
+        ]
         namespaces = {
             str(n["metadata"]["name"]): dict(n["metadata"].get("labels") or {})
             for n in items(self.core.list_namespace(_preload_content=False))

@@ -52,13 +52,15 @@ def ctx(tmp_path: Path) -> Any:
     layout = Layout(
         state=tmp_path, bridge="rbtest0", network="10.251.0.0/22", pod_netns_prefix="rbt-"
     )
-    network.ensure_bridge(layout)
+    node = layout.nodes[0]
+    network.ensure_bridge(network.Segment(node.bridge, node.address, node.prefix_length))
     api = FakeApi()
     context = NodeContext(
         layout=layout,
+        node=node,
         api=api,  # type: ignore[arg-type]
         images=ImageCatalog(VENV),
-        addresses=Addresses(layout),
+        addresses=Addresses(node),
         service=ServiceEndpoint("10.251.0.2", 6443),
         reveal=reveal_plan([base_prefix(VENV), REPO]),
         keep=runtime_paths(VENV),
@@ -66,7 +68,7 @@ def ctx(tmp_path: Path) -> Any:
     yield context
     for name in network.list_netns("rbt-"):
         network.delete_netns(name)
-    network.remove_bridge(layout)
+    network.remove_bridges(layout)
 
 
 def a_pod(script: str, uid: str, **spec: Any) -> dict[str, Any]:
