@@ -16,9 +16,11 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,11 +29,13 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from bench.progress import Every, say
+from localcluster.controlplane import audit_log
 from localcluster.layout import Layout
 
 BENCH_NS = "rebound-bench"
 NOISE_NS = "rebound-noise"
 PARKING_NODE = "bench-parking"
+AUDIT_FLUSH_S = 3.0
 GROUP, VERSION, PLURAL = "rebound.dev", "v1alpha1", "ballsessions"
 
 
@@ -134,11 +138,40 @@ def parallel(work: Callable[[int], Any], count: int, threads: int = 16) -> list[
         return list(pool.map(work, range(count)))
 
 
+class AuditTail:
+    """The operator's requests as the API server's audit log records them (one JSON line per
+    request stage; the local cluster audits only the operator's ServiceAccount)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = path.stat().st_size if path.exists() else 0
+
+    def requests(self) -> Counter[str]:
+        """`verb resource[/subresource]` -> requests made since this tail was opened."""
+        seen: dict[str, str] = {}
+        if self.path.exists():
+            with self.path.open("rb") as handle:
+                handle.seek(self.offset)
+                for line in handle:
+                    try:
+                        event = json.loads(line)
+                    except ValueError:
+                        continue
+                    ref = event.get("objectRef") or {}
+                    what = str(ref.get("resource") or event.get("requestURI", "?"))
+                    if ref.get("subresource"):
+                        what += f"/{ref['subresource']}"
+                    seen[str(event.get("auditID"))] = f"{event.get('verb')} {what}"
+        return Counter(seen.values())
+
+
 def sessions(api: Api, count: int, timeout: float = 300) -> dict[str, Any]:
-    """Create `count` BallSessions at once; latency to their pods and first status."""
+    """Create `count` BallSessions at once; latency to their pods and first status, and the
+    operator's API requests meanwhile (from the audit log)."""
     operator = operator_process(api)
     say(f"real API server: cordoning the node, creating {count} BallSessions at once")
     ensure_namespace(api, BENCH_NS)
+    audit = AuditTail(audit_log(Layout.default()))
     names = [f"s{i:03d}" for i in range(count)]
     peak_rss = 0
     with cordoned(api):
@@ -188,6 +221,8 @@ def sessions(api: Api, count: int, timeout: float = 300) -> dict[str, Any]:
                 say(f"  {len(pods_at)}/{count} with pods, {len(status_at)}/{count} with status")
             time.sleep(0.25)
         operator_cpu = cpu_s(operator) - cpu_before
+        time.sleep(AUDIT_FLUSH_S)  # the API server writes its audit log in batches
+        requests = audit.requests()
         say(
             f"  {len(pods_at)}/{count} with their pods, {len(status_at)}/{count} with a status; "
             f"deleting namespace {BENCH_NS}"
@@ -209,6 +244,7 @@ def sessions(api: Api, count: int, timeout: float = 300) -> dict[str, Any]:
         "status_p95": pct(to_status, 95),
         "rss_mb": peak_rss / 2**20,
         "operator_cpu_s": operator_cpu,
+        "requests": requests,
     }
 
 

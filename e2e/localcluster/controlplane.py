@@ -131,9 +131,36 @@ def flags_etcd(layout: Layout) -> list[str]:
     ]
 
 
+OPERATOR_USER = "system:serviceaccount:rebound-system:rebound-operator"
+AUDIT_POLICY = f"""apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+    users: ["{OPERATOR_USER}"]
+  - level: None
+"""
+"""Audit only what the Rebound operator asks of the API server (one line per request, no
+bodies): `make bench-operator` counts its requests per session from this log."""
+
+
+def audit_log(layout: Layout) -> Path:
+    """The API server's audit log (the operator's requests)."""
+    return layout.logs / "audit.log"
+
+
+def write_audit_policy(layout: Layout) -> Path:
+    """The audit policy file the API server reads."""
+    path = layout.state / "audit-policy.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(AUDIT_POLICY)
+    return path
+
+
 def flags_apiserver(layout: Layout, creds: Credentials) -> list[str]:
     """kube-apiserver: Node+RBAC authorization, NodeRestriction (PodSecurity and
-    ServiceAccount admission are on by default), a real service-account issuer."""
+    ServiceAccount admission are on by default), a real service-account issuer, and an
+    audit log of the operator's requests."""
     return [
         "--etcd-servers=http://127.0.0.1:2379",
         f"--advertise-address={layout.api_ip}",
@@ -161,6 +188,13 @@ def flags_apiserver(layout: Layout, creds: Credentials) -> list[str]:
         "--allow-privileged=false",
         "--profiling=false",
         "--event-ttl=1h",
+        f"--audit-policy-file={layout.state / 'audit-policy.yaml'}",
+        f"--audit-log-path={audit_log(layout)}",
+        "--audit-log-format=json",
+        "--audit-log-mode=batch",
+        "--audit-log-batch-max-wait=1s",
+        "--audit-log-maxsize=200",
+        "--audit-log-maxbackup=1",
         "--v=1",
     ]
 
@@ -294,6 +328,7 @@ def start(layout: Layout, bins: Path, creds: Credentials, log: Callable[[str], N
     network.create_netns(netns, layout.api_ip, network.segments(layout)[0])
     layout.etcd_data.mkdir(parents=True, exist_ok=True)
     layout.etcd_data.chmod(0o700)
+    write_audit_policy(layout)
 
     etcd = spawn(layout, "etcd", [str(bins / "etcd"), *flags_etcd(layout)], netns)
     log(f"etcd started (pid {etcd})")
