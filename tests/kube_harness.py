@@ -79,6 +79,7 @@ class Seen:
     namespace: str | None
     name: str | None
     params: dict[str, str]
+    subresource: str | None = None
 
 
 class ReboundEmulator(KubernetesEmulator):
@@ -109,7 +110,14 @@ class ReboundEmulator(KubernetesEmulator):
         if name is None and isinstance(data, dict):
             name = (data.get("metadata") or {}).get("name")
         self.history.append(
-            Seen(request.action, request.resource, request.namespace, name, dict(request.params))
+            Seen(
+                request.action,
+                request.resource,
+                request.namespace,
+                name,
+                dict(request.params),
+                request.subresource,
+            )
         )
         if request.resource is not None and isinstance(data, dict):
             meta = data.setdefault("metadata", {})

@@ -42,6 +42,7 @@ from rebound_operator.children import (
     all_children,
     live_view_hint,
 )
+from rebound_operator.cache import ChildCache
 from rebound_operator.lifecycle import (
     TERMINAL,
     Event,
@@ -57,6 +58,7 @@ from rebound_operator.lifecycle import (
     parse_time,
     recorded_spec,
     spec_changed,
+    starting_status,
     still_running,
     waiting_status,
 )
@@ -75,6 +77,8 @@ CLEANUP_POLL_S = 2.0
 """While waiting for a deleted session's children to go, look again this often (their
 deletion also wakes the session when they are pods or ConfigMaps)."""
 API_ERRORS = (ApiException, HTTPError, OSError)
+FIRST_STATUS_THREADS = 4
+"""Threads that only write new sessions' first status (see `_write`)."""
 logger = logging.getLogger("rebound_operator")
 
 Key = tuple[str, str, str]
@@ -91,6 +95,19 @@ class Sessions:
     wakeups: dict[Key, asyncio.TimerHandle] = field(default_factory=dict)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     warned_open_api_egress: bool = False
+    first_status_pool: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(
+            max_workers=FIRST_STATUS_THREADS, thread_name_prefix="kube-first-status"
+        )
+    )
+    children: ChildCache = field(default_factory=ChildCache)
+    """The child pods and ConfigMaps as their watch events last showed them."""
+    bodies: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    """(namespace, name) -> the BallSession as its latest watch event showed it."""
+    waking: set[tuple[str, str]] = field(default_factory=set)
+    """Sessions with a wake-up queued or running: further wake-ups only mark them `dirty`."""
+    dirty: set[tuple[str, str]] = field(default_factory=set)
+    """Sessions to reconcile once more when their current wake-up ends."""
 
     def wake_later(
         self, key: Key, delay: float, work: Callable[[], Coroutine[Any, Any, None]]
@@ -118,6 +135,8 @@ class Sessions:
         self.cancel(key)
         self.locks.pop(key, None)
         self.last_status.pop(key, None)
+        self.bodies.pop(key[:2], None)
+        self.dirty.discard(key[:2])
 
 
 @kopf.on.startup()
@@ -291,11 +310,16 @@ async def _reconcile(body: Mapping[str, Any], memo: kopf.Memo, *, ensure_childre
         if changed:
             _post(body, changed)
     start = parse_time(previous.get("startTime")) or now
+    observed: kube.Observed | None = None
     if ensure_children or recorded is None:
-        done = await _ensure_children(memo, body, previous, spec, start, now)
-        if not done:
+        if not previous.get("phase"):
+            previous = await _write_first_status(memo, body, now, generation)
+        ensured = await _ensure_children(memo, body, previous, spec, start, now)
+        if ensured is None:
             return
-    observed = await asyncio.to_thread(cluster.observe, name, namespace, uid)
+        observed = ensured.observed(name)
+    if observed is None:
+        observed = await asyncio.to_thread(cluster.observe, name, namespace, uid, sessions.children)
     server = None if observed.server is None else PodView.from_manifest(observed.server)
     client = None if observed.client is None else PodView.from_manifest(observed.client)
     names = Names.of(name)
@@ -322,6 +346,21 @@ async def _reconcile(body: Mapping[str, Any], memo: kopf.Memo, *, ensure_childre
         await _announce_report(body, observed.server_data)
 
 
+async def _write_first_status(
+    memo: kopf.Memo, body: Mapping[str, Any], now: datetime, generation: Any
+) -> dict[str, Any]:
+    """A new session's first status, before its children exist; the status written."""
+    key = _key(body)
+    names = Names.of(key[1])
+    status = {
+        **starting_status(now, {}, generation),
+        "serverPod": names.server_pod,
+        "clientPod": names.client_pod,
+    }
+    await _write(memo, key, {}, status, first=True)
+    return status
+
+
 async def _ensure_children(
     memo: kopf.Memo,
     body: Mapping[str, Any],
@@ -329,8 +368,8 @@ async def _ensure_children(
     spec: BallSessionSpec,
     start: datetime,
     now: datetime,
-) -> bool:
-    """Create or adopt the children; False if the session cannot go on yet (or ever)."""
+) -> kube.Ensured | None:
+    """Create or adopt the children; None if the session cannot go on yet (or ever)."""
     key = _key(body)
     namespace, name, uid = key
     settings: OperatorSettings = memo.settings
@@ -356,16 +395,19 @@ async def _ensure_children(
         ensured = await asyncio.to_thread(cluster.ensure_all, manifests, uid)
     except kube.ChildConflict as exc:
         await _fail(memo, body, previous, "ChildConflict", str(exc))
-        return False
+        return None
     except kube.ChildRefused as exc:
         await _fail(memo, body, previous, "ChildRefused", str(exc))
-        return False
+        return None
+    for (kind, _name), obj in ensured.objects.items():
+        if kind in ("Pod", "ConfigMap"):
+            sessions.children.remember(kind, obj)
     if ensured.created:
         _post(body, Event("Normal", "Created", "created " + ", ".join(ensured.created)))
         if spec.live_view and any(c.startswith("Pod ") for c in ensured.created):
             _post(body, Event("Normal", "LiveView", live_view_hint(Owner(name, namespace, uid))))
     if ensured.leaving is None:
-        return True
+        return ensured
     waited = (now - start).total_seconds()
     if waited > settings.pending_timeout_seconds:
         await _fail(
@@ -376,7 +418,7 @@ async def _ensure_children(
             f"{ensured.leaving} still exists after {seconds(round(waited))}: it belongs to a "
             "deleted BallSession or is being deleted, and has not gone",
         )
-        return False
+        return None
     message = (
         f"{ensured.leaving} still belongs to a deleted BallSession or is being deleted; "
         "waiting for it to go"
@@ -386,7 +428,7 @@ async def _ensure_children(
         _post(body, Event("Normal", status["reason"], message))
     await _write(memo, key, previous, status)
     sessions.wake_later(key, CLEANUP_POLL_S, lambda: _wake(key, memo))
-    return False
+    return None
 
 
 async def _carry_out(
@@ -453,19 +495,42 @@ async def _stop_leftovers(memo: kopf.Memo, name: str, namespace: str, uid: str) 
 
 
 async def _wake(key: Key, memo: kopf.Memo) -> None:
-    """Re-read a session and reconcile it; after an API hiccup try again a little later.
+    """Reconcile a session now; wake-ups that arrive while one is queued or running are
+    folded into one more reconcile after it (a burst of child events costs two, not one
+    each).
 
     Used for time-based wake-ups and for child events (kopf does not retry event handlers).
     An empty uid in `key` accepts whichever session has that name.
     """
+    sessions: Sessions = memo.sessions
+    which = key[:2]
+    if which in sessions.waking:
+        sessions.dirty.add(which)
+        return
+    sessions.waking.add(which)
+    try:
+        while True:
+            sessions.dirty.discard(which)
+            await _wake_once(key, memo)
+            if which not in sessions.dirty:
+                return
+    finally:
+        sessions.waking.discard(which)
+
+
+async def _wake_once(key: Key, memo: kopf.Memo) -> None:
+    """Reconcile the session as its latest watch event showed it (read from the API if no
+    event was seen yet); after an API hiccup try again a little later."""
     namespace, name, uid = key
     cluster: kube.Cluster = memo.cluster
     sessions: Sessions = memo.sessions
     try:
-        try:
-            body = await asyncio.to_thread(cluster.read_session, name, namespace)
-        except API_ERRORS as exc:
-            raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=RETRY_DELAY_S) from exc
+        body = sessions.bodies.get((namespace, name))
+        if body is None:
+            try:
+                body = await asyncio.to_thread(cluster.read_session, name, namespace)
+            except API_ERRORS as exc:
+                raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=RETRY_DELAY_S) from exc
         if body is None or (uid and (body.get("metadata") or {}).get("uid") != uid):
             sessions.forget(key)
             return
@@ -484,16 +549,25 @@ async def _write(
     status: dict[str, Any],
     *,
     before: Mapping[str, Any] | None = None,
+    first: bool = False,
 ) -> None:
     """Patch the status subresource, skipping no-op patches (compared with `previous`).
     A write that ends the session is counted in the operator's metrics, once: `before` is
-    the status it replaces, when `previous` is not (a forced write)."""
+    the status it replaces, when `previous` is not (a forced write). A session's first
+    status goes through threads of its own, so it never waits behind other sessions'
+    children."""
     if not status or all(previous.get(k) == v for k, v in status.items()):
         return
     namespace, name, _ = key
     cluster: kube.Cluster = memo.cluster
-    await asyncio.to_thread(cluster.patch_status, name, namespace, status)
     sessions: Sessions = memo.sessions
+    if first:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(
+            sessions.first_status_pool, cluster.patch_status, name, namespace, status
+        )
+    else:
+        await asyncio.to_thread(cluster.patch_status, name, namespace, status)
     sessions.last_status[key] = {**previous, **status}
     replaced = previous if before is None else before
     telemetry.record_status_written(replaced.get("phase"), {**replaced, **status})
@@ -527,31 +601,44 @@ async def session_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, 
     if event.get("type") == "DELETED":
         sessions.forget(key)
         return
+    raw = event.get("object")
+    if isinstance(raw, dict):
+        sessions.bodies[key[:2]] = cast(dict[str, Any], raw)
     status = sessions.last_status.get(key) or dict(body.get("status") or {})
     generation = (body.get("metadata") or {}).get("generation")
     if status.get("sessionSpec") and generation != status.get("observedGeneration"):
         await _wake(key, memo)
 
 
-async def _child_changed(labels: Mapping[str, str], namespace: str | None, memo: kopf.Memo) -> None:
+async def _child_changed(
+    kind: str,
+    event: kopf.RawEvent,
+    labels: Mapping[str, str],
+    namespace: str | None,
+    memo: kopf.Memo,
+) -> None:
     session = labels.get(SESSION_LABEL)
     cluster: kube.Cluster | None = getattr(memo, "cluster", None)
     if not session or not namespace or cluster is None or not cluster.connected:
         return
+    sessions: Sessions = memo.sessions
+    raw = event.get("object")
+    if isinstance(raw, dict):
+        sessions.children.seen(kind, str(event.get("type")), raw)
     await _wake((namespace, session, ""), memo)
 
 
 @kopf.on.event("v1", "pods", labels={SESSION_LABEL: kopf.PRESENT})
 async def peer_pod_changed(
-    labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **_: Any
+    event: kopf.RawEvent, labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **_: Any
 ) -> None:
-    """A peer pod started, ended or vanished: re-evaluate its session now."""
-    await _child_changed(labels, namespace, memo)
+    """A peer pod started, ended or vanished: remember it, re-evaluate its session now."""
+    await _child_changed("Pod", event, labels, namespace, memo)
 
 
 @kopf.on.event("v1", "configmaps", labels={SESSION_LABEL: kopf.PRESENT})
 async def signaling_changed(
-    labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **_: Any
+    event: kopf.RawEvent, labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **_: Any
 ) -> None:
-    """Offer, answer, metrics or summary written: re-evaluate its session now."""
-    await _child_changed(labels, namespace, memo)
+    """Offer, answer, metrics or summary written: remember it, re-evaluate its session now."""
+    await _child_changed("ConfigMap", event, labels, namespace, memo)

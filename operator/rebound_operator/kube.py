@@ -14,6 +14,7 @@ the meantime is never deleted.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from rebound_operator import GROUP, PLURAL, VERSION
+from rebound_operator.cache import ChildCache
 from rebound_operator.children import ROLES, ApiRoute, Manifest, Names
 from rebound_operator.ownership import Holder, classify, describe_owner, owned_by
 from rebound_operator.telemetry import TimedApiClient
@@ -51,6 +53,8 @@ def api_message(exc: ApiException) -> str:
 
 API_THREADS = 16
 """Threads (and pooled connections) for the operator's synchronous API calls."""
+ROUTES_TTL_S = 60.0
+"""How long the API server's addresses (for the NetworkPolicies) are reused."""
 
 
 class ChildConflict(RuntimeError):
@@ -73,6 +77,19 @@ class Ensured:
     """`Kind name` of each child created by this call."""
     leaving: str | None = None
     """Set if a name is still held by a leaving object: nothing after it was created."""
+    objects: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    """(kind, name) -> the child as the API server returned it (created, or read and ours)."""
+
+    def observed(self, session: str) -> Observed | None:
+        """The session's pods and ConfigMaps as just created or adopted, if all are known:
+        what a first `observe` would read, without reading it again."""
+        names = Names.of(session)
+        pods = [self.objects.get(("Pod", names.pod(r))) for r in ROLES]
+        maps = [self.objects.get(("ConfigMap", names.configmap(r))) for r in ROLES]
+        if any(obj is None for obj in (*pods, *maps)):
+            return None
+        data = [dict(m.get("data") or {}) for m in maps if m is not None]
+        return Observed(server=pods[0], client=pods[1], server_data=data[0], client_data=data[1])
 
 
 @dataclass
@@ -97,8 +114,14 @@ def _describe(manifest: Manifest) -> str:
 class Cluster:
     """The handful of API calls the operator needs, through the official client."""
 
-    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+    def __init__(
+        self,
+        api_client: client.ApiClient | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._api: client.ApiClient | None = None
+        self._clock = clock
+        self._routes: tuple[float, list[ApiRoute]] | None = None
         if api_client is not None:
             self.connect(api_client)
 
@@ -165,14 +188,16 @@ class Cluster:
             )
         return holder
 
-    def ensure(self, manifest: Manifest, owner_uid: str) -> Holder | None:
-        """Create `manifest`: None if created, OURS if this session already had it, LEAVING
-        if a leaving object holds the name; ChildConflict/ChildRefused otherwise."""
+    def ensure(
+        self, manifest: Manifest, owner_uid: str
+    ) -> tuple[Holder | None, dict[str, Any] | None]:
+        """Create `manifest`: (None, created object) if created, (OURS, it) if this session
+        already had it, (LEAVING, None) if a leaving object holds the name;
+        ChildConflict/ChildRefused otherwise."""
         meta = manifest["metadata"]
         create, read = self._ops(manifest["kind"])
         try:
-            create(meta["namespace"], manifest, _preload_content=False)
-            return None
+            return None, _json(create(meta["namespace"], manifest, _preload_content=False))
         except ApiException as exc:
             if exc.status in REFUSED:
                 raise ChildRefused(
@@ -182,8 +207,9 @@ class Cluster:
                 raise
         existing = self._read_or_none(read, meta["name"], meta["namespace"])
         if existing is None:
-            return Holder.LEAVING  # gone between our create and read: try again shortly
-        return self._judge(manifest, existing, owner_uid)
+            return Holder.LEAVING, None  # gone between our create and read: try again shortly
+        holder = self._judge(manifest, existing, owner_uid)
+        return holder, (existing if holder is Holder.OURS else None)
 
     def ensure_all(self, manifests: Sequence[Manifest], owner_uid: str) -> Ensured:
         """Create every child in order, stopping at the first name still held by a leaving
@@ -202,24 +228,37 @@ class Cluster:
                     return Ensured(leaving=f"{_describe(manifest)} ({describe_owner(existing)})")
         result = Ensured()
         for manifest in manifests:
-            outcome = self.ensure(manifest, owner_uid)
+            outcome, obj = self.ensure(manifest, owner_uid)
             if outcome is Holder.LEAVING:
                 result.leaving = _describe(manifest)
                 return result
+            kind, name = manifest["kind"], manifest["metadata"]["name"]
             if outcome is None:
-                result.created.append(f"{manifest['kind']} {manifest['metadata']['name']}")
+                result.created.append(f"{kind} {name}")
+            if obj is not None:
+                result.objects[(kind, name)] = obj
         return result
 
-    def observe(self, session: str, namespace: str, owner_uid: str) -> Observed:
-        """The session's two pods and its two ConfigMaps' data: only objects it controls."""
+    def observe(
+        self, session: str, namespace: str, owner_uid: str, cache: ChildCache | None = None
+    ) -> Observed:
+        """The session's two pods and its two ConfigMaps' data: only objects it controls.
+        What `cache` knows is not read again; what is read is remembered in it."""
         names = Names.of(session)
 
-        def owned(read: Callable[..., Any], name: str) -> dict[str, Any] | None:
-            obj = self._read_or_none(read, name, namespace)
+        def owned(kind: str, read: Callable[..., Any], name: str) -> dict[str, Any] | None:
+            known, obj = cache.get(kind, namespace, name) if cache else (False, None)
+            if not known:
+                obj = self._read_or_none(read, name, namespace)
+                if obj is not None and cache is not None:
+                    cache.remember(kind, obj)
             return obj if owned_by(obj, owner_uid) else None
 
-        pods = [owned(self.core.read_namespaced_pod, names.pod(r)) for r in ROLES]
-        maps = [owned(self.core.read_namespaced_config_map, names.configmap(r)) for r in ROLES]
+        pods = [owned("Pod", self.core.read_namespaced_pod, names.pod(r)) for r in ROLES]
+        maps = [
+            owned("ConfigMap", self.core.read_namespaced_config_map, names.configmap(r))
+            for r in ROLES
+        ]
         data = [None if m is None else dict(m.get("data") or {}) for m in maps]
         return Observed(server=pods[0], client=pods[1], server_data=data[0], client_data=data[1])
 
@@ -271,6 +310,16 @@ class Cluster:
                 raise
 
     def api_routes(self) -> list[ApiRoute]:
+        """`read_api_routes`, read again at most every ROUTES_TTL_S seconds (every session's
+        NetworkPolicy needs them; the API server's addresses seldom change)."""
+        now = self._clock()
+        if self._routes is not None and now - self._routes[0] < ROUTES_TTL_S:
+            return list(self._routes[1])
+        routes = self.read_api_routes()
+        self._routes = (now, routes) if routes else None
+        return routes
+
+    def read_api_routes(self) -> list[ApiRoute]:
         """Where pods reach the API server: the `kubernetes` Service's ClusterIP and its
         EndpointSlice's addresses (as a NetworkPolicy sees them before and after the Service
         translation). Empty if neither can be read (the policy then falls back to ports)."""

@@ -680,6 +680,36 @@ def failed_status(
     return status
 
 
+def starting_status(
+    now: datetime,
+    previous: Mapping[str, Any] | None = None,
+    generation: int | None = None,
+) -> dict[str, Any]:
+    """Pending/PodsPending, written before the children are created: every session has a
+    status (and all its conditions) from its first moment, however long creating takes."""
+    previous = previous or {}
+    message = "creating the peer pods and their signaling, RBAC and NetworkPolicy"
+    unknown: Value = (None, "PodsPending", message)
+    status = _status(
+        PENDING,
+        "PodsPending",
+        message,
+        {
+            "PodsReady": (False, "PodsPending", message),
+            "Signaled": unknown,
+            "Connected": unknown,
+            "Succeeded": (False, "Running", "the session has not finished"),
+            "Failed": (False, "NoFailure", "no failure observed"),
+            "MetricsReadable": (None, "NoMetricsYet", "no peer ran yet"),
+        },
+        previous,
+        now,
+        generation,
+    )
+    status["startTime"] = previous.get("startTime") or format_time(now)
+    return status
+
+
 def waiting_status(
     message: str,
     now: datetime,

@@ -249,7 +249,10 @@ def test_a_session_gets_every_child_exactly_once_owned_and_a_status(
 ) -> None:
     created = cluster.create("alpha", frames=120, **SMALL)
     uid = created["metadata"]["uid"]
-    status = wait_for(lambda: cluster.status("alpha").get("conditions") and cluster.status("alpha"))
+    # The first status comes before the children; `sessionSpec` once they all exist.
+    status = wait_for(
+        lambda: cluster.status("alpha").get("sessionSpec") and cluster.status("alpha")
+    )
     assert status["phase"] == "Pending"
     assert status["serverPod"] == "alpha-server" and status["clientPod"] == "alpha-client"
     assert status["startTime"] and status["observedGeneration"] == 1
@@ -295,11 +298,31 @@ def test_a_session_gets_every_child_exactly_once_owned_and_a_status(
     wait_for(lambda: "Created" in {e.get("reason") for e in cluster.events("alpha")}, what="Event")
 
 
+def test_the_first_status_comes_before_the_children(cluster: Cluster, operator: KopfRunner) -> None:
+    cluster.create("yankee", frames=120, **SMALL)
+    wait_for(lambda: cluster.status("yankee").get("sessionSpec"), what="children created")
+    history = list(cluster.kmock.history)
+    session = kmock.resource(SESSIONS)
+
+    def first(action: Any, resource: Any, subresource: str | None = None) -> int:
+        return next(
+            i
+            for i, r in enumerate(history)
+            if r.action == action
+            and r.resource == resource
+            and (r.name or "").startswith("yankee")
+            and r.subresource == subresource
+        )
+
+    status_at = first(kmock.action.UPDATE, session, "status")
+    assert status_at < first(kmock.action.CREATE, kmock.resource("v1/configmaps"))
+
+
 def test_the_session_follows_its_pods_and_configmap_to_success(
     cluster: Cluster, operator: KopfRunner
 ) -> None:
     cluster.create("bravo", frames=120, **SMALL)
-    wait_for(lambda: cluster.status("bravo").get("phase"))
+    wait_for(lambda: cluster.status("bravo").get("sessionSpec"))
     cluster.pod_running("bravo-server")
     cluster.pod_running("bravo-client")
     wait_for(phase_in(cluster, "bravo", "Signaling"), what="Signaling")
@@ -339,7 +362,7 @@ def test_a_signaling_timeout_fires_without_any_event_and_stops_running_pods(
     cluster: Cluster, operator: KopfRunner
 ) -> None:
     cluster.create("charlie", signalingTimeoutSeconds=5, **SMALL)
-    wait_for(lambda: cluster.status("charlie").get("phase"))
+    wait_for(lambda: cluster.status("charlie").get("sessionSpec"))
     cluster.pod_running("charlie-server")
     cluster.pod_running("charlie-client")
     cluster.signal("charlie", offer="sdp-offer")
@@ -427,7 +450,7 @@ def test_a_second_operator_adopts_instead_of_duplicating(
     cluster: Cluster, operator: KopfRunner, tmp_path: Path
 ) -> None:
     cluster.create("foxtrot", **SMALL)
-    wait_for(lambda: cluster.status("foxtrot").get("phase"))
+    wait_for(lambda: cluster.status("foxtrot").get("sessionSpec"))
     before = {
         r: sorted(o["metadata"]["uid"] for o in objs)
         for r, objs in cluster.children("foxtrot").items()
@@ -512,7 +535,7 @@ def test_the_operator_never_deletes_a_pod_it_does_not_own(
 
 def test_a_replaced_pod_is_not_judged_or_deleted(cluster: Cluster, operator: KopfRunner) -> None:
     cluster.create("india", **SMALL)
-    wait_for(lambda: cluster.status("india").get("phase"))
+    wait_for(lambda: cluster.status("india").get("sessionSpec"))
     cluster.pod_running("india-server")
     cluster.pod_running("india-client")
     wait_for(phase_in(cluster, "india", "Signaling"))
@@ -563,7 +586,7 @@ def test_a_recursion_bomb_in_the_summary_cannot_wedge_the_deadline(
     cluster: Cluster, operator: KopfRunner
 ) -> None:
     cluster.create("kilo", activeDeadlineSeconds=10, **SMALL)
-    wait_for(lambda: cluster.status("kilo").get("phase"))
+    wait_for(lambda: cluster.status("kilo").get("sessionSpec"))
     cluster.pod_running("kilo-server")
     cluster.pod_running("kilo-client")
     cluster.signal("kilo", "client", answer="a")
@@ -583,7 +606,7 @@ def test_a_huge_peer_error_still_fails_the_session_and_stops_the_pods(
     cluster: Cluster, operator: KopfRunner
 ) -> None:
     cluster.create("lima", **SMALL)
-    wait_for(lambda: cluster.status("lima").get("phase"))
+    wait_for(lambda: cluster.status("lima").get("sessionSpec"))
     cluster.pod_running("lima-server")
     cluster.pod_running("lima-client")
     cluster.signal("lima", offer="o", summary=json.dumps({**SUMMARY, "x": "y" * 450_000}))
@@ -626,7 +649,7 @@ def test_the_client_cannot_publish_the_servers_results(
     cluster: Cluster, operator: KopfRunner
 ) -> None:
     cluster.create("november", **SMALL)
-    wait_for(lambda: cluster.status("november").get("phase"))
+    wait_for(lambda: cluster.status("november").get("sessionSpec"))
     cluster.pod_running("november-server")
     cluster.pod_running("november-client")
     cluster.signal("november", offer="o")

@@ -1,0 +1,98 @@
+"""The child cache: what the watch said, trusted for a while, never resurrecting the dead."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rebound_operator.cache import PURGE_EVERY, ChildCache, trimmed
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def pod(name: str = "s-server", phase: str = "Pending", rv: str = "1") -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "uid": "u1",
+            "resourceVersion": rv,
+            "ownerReferences": [{"uid": "owner", "controller": True}],
+            "managedFields": [{"manager": "x" * 1000}],
+            "annotations": {"big": "y" * 1000},
+        },
+        "spec": {"nodeName": "n1", "containers": [{"args": ["z" * 1000]}]},
+        "status": {"phase": phase, "podIP": "10.0.0.1"},
+    }
+
+
+def test_only_what_the_operator_reads_is_kept() -> None:
+    kept = trimmed("Pod", pod())
+    assert kept == {
+        "metadata": {
+            "name": "s-server",
+            "namespace": "ns",
+            "uid": "u1",
+            "resourceVersion": "1",
+            "ownerReferences": [{"uid": "owner", "controller": True}],
+        },
+        "spec": {"nodeName": "n1"},
+        "status": {"phase": "Pending", "podIP": "10.0.0.1"},
+    }
+    configmap = {"metadata": {"name": "c", "namespace": "ns"}, "data": {"offer": "o"}}
+    assert trimmed("ConfigMap", configmap) == configmap
+
+
+def test_events_are_trusted_for_a_while_then_read_again() -> None:
+    clock = Clock()
+    cache = ChildCache(max_age_s=60, clock=clock)
+    assert cache.get("Pod", "ns", "s-server") == (False, None)
+    cache.seen("Pod", "ADDED", pod())
+    known, obj = cache.get("Pod", "ns", "s-server")
+    assert known and obj is not None and obj["status"]["phase"] == "Pending"
+    clock.now += 30
+    cache.seen("Pod", "MODIFIED", pod(phase="Running", rv="2"))
+    clock.now += 59
+    assert cache.get("Pod", "ns", "s-server")[1]["status"]["phase"] == "Running"  # type: ignore[index]
+    clock.now += 2  # 61 s since the watch last spoke about it
+    assert cache.get("Pod", "ns", "s-server") == (False, None)
+
+
+def test_a_deletion_is_known_and_not_undone_by_an_older_response() -> None:
+    clock = Clock()
+    cache = ChildCache(max_age_s=60, clock=clock)
+    cache.seen("Pod", "ADDED", pod())
+    cache.seen("Pod", "DELETED", pod())
+    assert cache.get("Pod", "ns", "s-server") == (True, None)
+    cache.remember("Pod", pod())  # e.g. a read that started before the deletion
+    assert cache.get("Pod", "ns", "s-server") == (True, None)
+    clock.now += 61
+    cache.remember("Pod", pod(rv="3"))  # nothing known any more: a read is the truth
+    assert cache.get("Pod", "ns", "s-server")[1] is not None
+
+
+def test_kinds_and_namespaces_do_not_mix_and_garbage_is_ignored() -> None:
+    cache = ChildCache()
+    cache.seen("Pod", "ADDED", pod())
+    assert cache.get("ConfigMap", "ns", "s-server") == (False, None)
+    assert cache.get("Pod", "other", "s-server") == (False, None)
+    for bad in ({}, {"metadata": "x"}, {"metadata": {"name": 1, "namespace": "ns"}}):
+        cache.seen("Pod", "ADDED", bad)
+        cache.remember("Pod", bad)
+    assert len(cache) == 1
+
+
+def test_expired_entries_are_swept() -> None:
+    clock = Clock()
+    cache = ChildCache(max_age_s=60, clock=clock)
+    for i in range(100):
+        cache.seen("Pod", "ADDED", pod(name=f"old-{i}"))
+    clock.now += 61
+    for i in range(PURGE_EVERY - 100):
+        cache.seen("Pod", "ADDED", pod(name=f"new-{i}"))
+    assert len(cache) == PURGE_EVERY - 100
