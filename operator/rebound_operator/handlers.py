@@ -1,8 +1,9 @@
 """kopf handlers: thin glue between the API (kube.Cluster) and the pure modules.
 
-- BallSession created, or seen again after an operator restart: create (or adopt) the
-  children, then reconcile. Names still held by a deleted session's children are waited
-  for (`WaitingForCleanup`), names held by anyone else end the session `ChildConflict`.
+- BallSession seen for the first time by this process (created, or listed after an
+  operator restart): write its first status, create (or adopt) the children, reconcile.
+  Names still held by a deleted session's children are waited for (`WaitingForCleanup`),
+  names held by anyone else end the session `ChildConflict`.
 - A peer Pod or a signaling ConfigMap changed: reconcile its session (event-driven). The
   operator watches only objects carrying its children's labels (a server-side selector),
   so unrelated pods and ConfigMaps never reach it.
@@ -10,7 +11,8 @@
   no timer: each reconcile asks `lifecycle.evaluate` for the next moment a rule could fire and
   schedules one in-memory wake-up for it. Unlike a kopf timer or daemon this puts no finalizer
   on the BallSession, so deleting one never hangs while the operator is down; after a restart
-  the resume handler reconciles every unfinished session and re-arms its wake-up.
+  every unfinished session is brought up again on its first event (the listing) and its
+  wake-up re-armed.
 - A session is judged by the spec its children were created from (`status.sessionSpec`).
 - API hiccups are retried; anything else that goes wrong with one session (a bug, input
   nobody foresaw, a refused status) ends that session Failed with a clear reason, never a
@@ -108,6 +110,8 @@ class Sessions:
     """Sessions with a wake-up queued or running: further wake-ups only mark them `dirty`."""
     dirty: set[tuple[str, str]] = field(default_factory=set)
     """Sessions to reconcile once more when their current wake-up ends."""
+    ensured: set[Key] = field(default_factory=set)
+    """Sessions whose children this operator process has created or adopted."""
 
     def wake_later(
         self, key: Key, delay: float, work: Callable[[], Coroutine[Any, Any, None]]
@@ -137,6 +141,7 @@ class Sessions:
         self.last_status.pop(key, None)
         self.bodies.pop(key[:2], None)
         self.dirty.discard(key[:2])
+        self.ensured.discard(key)
 
 
 @kopf.on.startup()
@@ -195,10 +200,6 @@ def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
     if settings.namespaces and not cluster.sessions_served(settings.namespaces[0]):
         raise kopf.TemporaryError("the BallSession CRD is not served yet; waiting", delay=5)
     return info
-
-
-def _not_finished(status: kopf.Status, **_: Any) -> bool:
-    return status.get("phase") not in TERMINAL
 
 
 def _key(body: Mapping[str, Any]) -> Key:
@@ -311,12 +312,13 @@ async def _reconcile(body: Mapping[str, Any], memo: kopf.Memo, *, ensure_childre
             _post(body, changed)
     start = parse_time(previous.get("startTime")) or now
     observed: kube.Observed | None = None
-    if ensure_children or recorded is None:
+    if ensure_children or recorded is None or key not in sessions.ensured:
         if not previous.get("phase"):
             previous = await _write_first_status(memo, body, now, generation)
         ensured = await _ensure_children(memo, body, previous, spec, start, now)
         if ensured is None:
             return
+        sessions.ensured.add(key)
         observed = ensured.observed(name)
     if observed is None:
         observed = await asyncio.to_thread(cluster.observe, name, namespace, uid, sessions.children)
@@ -573,23 +575,18 @@ async def _write(
     telemetry.record_status_written(replaced.get("phase"), {**replaced, **status})
 
 
-@kopf.on.create(GROUP, VERSION, PLURAL)
-async def session_created(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Create the children and write the first status."""
-    await reconcile(body, memo, ensure_children=True)
-
-
-@kopf.on.resume(GROUP, VERSION, PLURAL, when=_not_finished)
-async def session_resumed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """After an operator restart: adopt what exists, create what is missing, reconcile."""
-    await reconcile(body, memo, ensure_children=True)
-
-
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def session_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Forget a deleted session (its children go with it: owner references); notice an
-    edited spec of a running or finished session. Every event updates the sessions-by-phase
-    gauge, so it follows what the API server holds, also after a restart."""
+    """Every BallSession event (the initial listing after a start included): a session this
+    operator process has not yet brought up is started (its first status, then its children
+    created or adopted); a deleted one is forgotten (its children go with it: owner
+    references); an edited spec of a running or finished session is noticed. Every event
+    updates the sessions-by-phase gauge, so it follows what the API server holds, also
+    after a restart.
+
+    An event handler rather than kopf's create/resume handlers: those record kopf's own
+    state in the object (one more write, and one more event, per session), which
+    idempotent creation and adoption make unnecessary."""
     key = _key(body)
     if event.get("type") == "DELETED":
         telemetry.SESSIONS.forget(key[0], key[1])
@@ -605,9 +602,23 @@ async def session_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, 
     if isinstance(raw, dict):
         sessions.bodies[key[:2]] = cast(dict[str, Any], raw)
     status = sessions.last_status.get(key) or dict(body.get("status") or {})
+    if status.get("phase") not in TERMINAL and key not in sessions.ensured:
+        await _start(key, body, memo)
+        return
     generation = (body.get("metadata") or {}).get("generation")
     if status.get("sessionSpec") and generation != status.get("observedGeneration"):
         await _wake(key, memo)
+
+
+async def _start(key: Key, body: Mapping[str, Any], memo: kopf.Memo) -> None:
+    """Bring a session up now; after an API hiccup, again a little later (kopf does not
+    retry event handlers)."""
+    sessions: Sessions = memo.sessions
+    try:
+        await reconcile(body, memo, ensure_children=True)
+    except kopf.TemporaryError as exc:
+        logger.warning("BallSession %s/%s: %s; retrying", key[0], key[1], exc)
+        sessions.wake_later(key, RETRY_DELAY_S, lambda: _wake(key, memo))
 
 
 async def _child_changed(
