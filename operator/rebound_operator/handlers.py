@@ -60,7 +60,6 @@ from rebound_operator.lifecycle import (
     parse_time,
     recorded_spec,
     spec_changed,
-    starting_status,
     still_running,
     waiting_status,
 )
@@ -314,7 +313,11 @@ async def _reconcile(body: Mapping[str, Any], memo: kopf.Memo, *, ensure_childre
     observed: kube.Observed | None = None
     if ensure_children or recorded is None or key not in sessions.ensured:
         if not previous.get("phase"):
-            previous = await _write_first_status(memo, body, now, generation)
+            # The status the children will have once created, written before creating them:
+            # every session has a status at once, however long its children take.
+            _, first = _judge(memo, body, spec, kube.Observed.unstarted(name), previous, now, start)
+            await _write(memo, key, previous, first, first=True)
+            previous = first
         ensured = await _ensure_children(memo, body, previous, spec, start, now)
         if ensured is None:
             return
@@ -322,6 +325,26 @@ async def _reconcile(body: Mapping[str, Any], memo: kopf.Memo, *, ensure_childre
         observed = ensured.observed(name)
     if observed is None:
         observed = await asyncio.to_thread(cluster.observe, name, namespace, uid, sessions.children)
+    verdict, status = _judge(memo, body, spec, observed, previous, now, start)
+    await _write(memo, key, previous, status)
+    await _carry_out(memo, body, verdict, verdict.pods)
+    if verdict.phase in TERMINAL and previous.get("phase") not in TERMINAL:
+        await _announce_report(body, observed.server_data)
+
+
+def _judge(
+    memo: kopf.Memo,
+    body: Mapping[str, Any],
+    spec: BallSessionSpec,
+    observed: kube.Observed,
+    previous: Mapping[str, Any],
+    now: datetime,
+    start: datetime,
+) -> tuple[Verdict, dict[str, Any]]:
+    """The state machine's verdict on what was observed, and the status to write."""
+    settings: OperatorSettings = memo.settings
+    name = _key(body)[1]
+    generation = (body.get("metadata") or {}).get("generation")
     server = None if observed.server is None else PodView.from_manifest(observed.server)
     client = None if observed.client is None else PodView.from_manifest(observed.client)
     names = Names.of(name)
@@ -335,6 +358,7 @@ async def _reconcile(body: Mapping[str, Any], memo: kopf.Memo, *, ensure_childre
         pod_names={"server": names.server_pod, "client": names.client_pod},
     )
     verdict = evaluate(spec, observation, previous, generation)
+    verdict.pods = (server, client)
     status = {
         **verdict.status,
         "startTime": format_time(start),
@@ -342,25 +366,7 @@ async def _reconcile(body: Mapping[str, Any], memo: kopf.Memo, *, ensure_childre
         "clientPod": names.client_pod,
         "sessionSpec": spec.record(),
     }
-    await _write(memo, key, previous, status)
-    await _carry_out(memo, body, verdict, (server, client))
-    if verdict.phase in TERMINAL and previous.get("phase") not in TERMINAL:
-        await _announce_report(body, observed.server_data)
-
-
-async def _write_first_status(
-    memo: kopf.Memo, body: Mapping[str, Any], now: datetime, generation: Any
-) -> dict[str, Any]:
-    """A new session's first status, before its children exist; the status written."""
-    key = _key(body)
-    names = Names.of(key[1])
-    status = {
-        **starting_status(now, {}, generation),
-        "serverPod": names.server_pod,
-        "clientPod": names.client_pod,
-    }
-    await _write(memo, key, {}, status, first=True)
-    return status
+    return verdict, status
 
 
 async def _ensure_children(

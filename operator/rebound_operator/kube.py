@@ -101,6 +101,18 @@ class Observed:
     server_data: dict[str, Any] | None
     client_data: dict[str, Any] | None
 
+    @classmethod
+    def unstarted(cls, session: str) -> Observed:
+        """What a session's children look like the moment they are created: pods nobody
+        scheduled yet, empty ConfigMaps."""
+        names = Names.of(session)
+        return cls(
+            server={"metadata": {"name": names.server_pod}},
+            client={"metadata": {"name": names.client_pod}},
+            server_data={},
+            client_data={},
+        )
+
 
 def _has_port(entry: Any) -> bool:
     return isinstance(entry, dict) and isinstance(entry.get("port"), int)

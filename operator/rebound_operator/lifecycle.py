@@ -299,6 +299,8 @@ class Verdict:
     stop_pods: list[str] = field(default_factory=list)
     wake_at: datetime | None = None
     """The next moment a time-based rule can fire (None: only events can change anything)."""
+    pods: tuple[PodView | None, PodView | None] = (None, None)
+    """The server and client pods the verdict was reached on (for stopping them)."""
 
     @property
     def phase(self) -> str:
@@ -677,36 +679,6 @@ def failed_status(
     )
     status["startTime"] = previous.get("startTime") or format_time(now)
     status["completionTime"] = format_time(now)
-    return status
-
-
-def starting_status(
-    now: datetime,
-    previous: Mapping[str, Any] | None = None,
-    generation: int | None = None,
-) -> dict[str, Any]:
-    """Pending/PodsPending, written before the children are created: every session has a
-    status (and all its conditions) from its first moment, however long creating takes."""
-    previous = previous or {}
-    message = "creating the peer pods and their signaling, RBAC and NetworkPolicy"
-    unknown: Value = (None, "PodsPending", message)
-    status = _status(
-        PENDING,
-        "PodsPending",
-        message,
-        {
-            "PodsReady": (False, "PodsPending", message),
-            "Signaled": unknown,
-            "Connected": unknown,
-            "Succeeded": (False, "Running", "the session has not finished"),
-            "Failed": (False, "NoFailure", "no failure observed"),
-            "MetricsReadable": (None, "NoMetricsYet", "no peer ran yet"),
-        },
-        previous,
-        now,
-        generation,
-    )
-    status["startTime"] = previous.get("startTime") or format_time(now)
     return status
 
 
