@@ -2,9 +2,11 @@
 
 The operator is the Deployment's pod (a process on the process node), so its RSS and CPU are
 read from its process. Two measurements:
-- `sessions`: N BallSessions created at once while the node is cordoned (their peer pods stay
-  Pending, so only the operator and the API server work): time from each creation to its
-  peer pods existing (the last children it creates) and to its first status.
+- `sessions`: N BallSessions created at once while the nodes are cordoned (their peer pods
+  stay Pending, so only the operator and the API server work): time from each creation to
+  its peer pods existing (the last children it creates) and to its first status, and the
+  operator's requests, all from the API server's audit log (its own clock: no polling
+  granularity in the latencies).
 - `noise`: the operator's RSS idle, then after U unrelated Pods and U unrelated ConfigMaps
   appear in another namespace (pods bound to a parking Node nothing runs). With
   label-selected watches the operator never receives them.
@@ -20,6 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +32,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from bench.progress import Every, say
-from localcluster.controlplane import audit_log
+from localcluster.controlplane import OPERATOR_USER, audit_log
 from localcluster.layout import Layout
 
 BENCH_NS = "rebound-bench"
@@ -138,17 +141,31 @@ def parallel(work: Callable[[int], Any], count: int, threads: int = 16) -> list[
         return list(pool.map(work, range(count)))
 
 
+@dataclass
+class AuditEvent:
+    """One completed request, as the API server's audit log records it."""
+
+    user: str
+    verb: str
+    what: str
+    """`resource[/subresource]`, or the request URI."""
+    name: str
+    received: float
+    completed: float
+    code: int
+
+
 class AuditTail:
-    """The operator's requests as the API server's audit log records them (one JSON line per
-    request stage; the local cluster audits only the operator's ServiceAccount)."""
+    """Requests as the API server's audit log records them (the local cluster audits the
+    operator's ServiceAccount and every BallSession creation, with the API server's clock)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.offset = path.stat().st_size if path.exists() else 0
 
-    def requests(self) -> Counter[str]:
-        """`verb resource[/subresource]` -> requests made since this tail was opened."""
-        seen: dict[str, str] = {}
+    def events(self) -> list[AuditEvent]:
+        """Every request completed since this tail was opened, oldest first."""
+        found: dict[str, AuditEvent] = {}
         if self.path.exists():
             with self.path.open("rb") as handle:
                 handle.seek(self.offset)
@@ -157,12 +174,76 @@ class AuditTail:
                         event = json.loads(line)
                     except ValueError:
                         continue
+                    if event.get("stage") not in ("ResponseComplete", "ResponseStarted"):
+                        continue
                     ref = event.get("objectRef") or {}
                     what = str(ref.get("resource") or event.get("requestURI", "?"))
                     if ref.get("subresource"):
                         what += f"/{ref['subresource']}"
-                    seen[str(event.get("auditID"))] = f"{event.get('verb')} {what}"
-        return Counter(seen.values())
+                    found[str(event.get("auditID"))] = AuditEvent(
+                        user=str((event.get("user") or {}).get("username", "")),
+                        verb=str(event.get("verb")),
+                        what=what,
+                        name=str(ref.get("name") or ""),
+                        received=_stamp(event.get("requestReceivedTimestamp")),
+                        completed=_stamp(event.get("stageTimestamp")),
+                        code=int((event.get("responseStatus") or {}).get("code") or 0),
+                    )
+        return sorted(found.values(), key=lambda e: e.received)
+
+
+def _stamp(text: Any) -> float:
+    return datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
+
+
+def operator_requests(events: list[AuditEvent]) -> Counter[str]:
+    """`verb resource[/subresource]` -> how many requests the operator made."""
+    return Counter(f"{e.verb} {e.what}" for e in events if e.user == OPERATOR_USER)
+
+
+@dataclass
+class Timings:
+    """By the API server's clock: when each session was created, got its first status from
+    the operator, and got its second peer pod (the operator creates the pods last)."""
+
+    created: dict[str, float]
+    status: dict[str, float]
+    children: dict[str, float]
+
+    def to_status(self) -> list[float]:
+        """Seconds from creation to the first status, per session that got one."""
+        return [t - self.created[n] for n, t in self.status.items() if n in self.created]
+
+    def to_children(self) -> list[float]:
+        """Seconds from creation to the last child, per session that got all."""
+        return [t - self.created[n] for n, t in self.children.items() if n in self.created]
+
+    def all_children_s(self) -> float | None:
+        """Seconds from the first creation until every session had its children."""
+        if not self.children or not self.created:
+            return None
+        return max(self.children.values()) - min(self.created.values())
+
+
+def session_timings(events: list[AuditEvent], names: list[str]) -> Timings:
+    """Each session's creation, first status and last child, from the audit log."""
+    created: dict[str, float] = {}
+    status: dict[str, float] = {}
+    pods: dict[str, list[float]] = {}
+    wanted = set(names)
+    for e in events:
+        if e.verb == "create" and e.what == "ballsessions" and e.code < 300:
+            created.setdefault(e.name, e.completed)
+        elif e.user != OPERATOR_USER or e.code >= 300:
+            continue
+        elif e.verb == "patch" and e.what == "ballsessions/status" and e.name in wanted:
+            status.setdefault(e.name, e.completed)
+        elif e.verb == "create" and e.what == "pods":
+            session = e.name.rsplit("-", 1)[0]
+            if session in wanted:
+                pods.setdefault(session, []).append(e.completed)
+    children = {n: max(times) for n, times in pods.items() if len(times) == 2}
+    return Timings(created=created, status=status, children=children)
 
 
 def sessions(api: Api, count: int, timeout: float = 300) -> dict[str, Any]:
@@ -188,13 +269,19 @@ def sessions(api: Api, count: int, timeout: float = 300) -> dict[str, Any]:
             return time.monotonic()
 
         start = time.monotonic()
-        created = dict(zip(names, parallel(create, count), strict=True))
+        parallel(create, count)
         pods_at: dict[str, float] = {}
         status_at: dict[str, float] = {}
         deadline = start + timeout
         say(f"real API server: waiting for every session's pods and status (at most {timeout:g} s)")
         every = Every()
+        polls = 0
         while time.monotonic() < deadline and (len(pods_at) < count or len(status_at) < count):
+            peak_rss = max(peak_rss, operator.memory_info().rss)
+            polls += 1
+            time.sleep(0.25)
+            if polls % 4:
+                continue  # list everything once a second only: the lists load the API server
             pods = json.loads(api.core.list_namespaced_pod(BENCH_NS, _preload_content=False).data)[
                 "items"
             ]
@@ -216,20 +303,24 @@ def sessions(api: Api, count: int, timeout: float = 300) -> dict[str, Any]:
             for name, pod_count in per_session.items():
                 if name not in pods_at and pod_count >= 2:
                     pods_at[name] = now
-            peak_rss = max(peak_rss, operator.memory_info().rss)
             if every.due():
                 say(f"  {len(pods_at)}/{count} with pods, {len(status_at)}/{count} with status")
+        settle_end = time.monotonic() + 5
+        while time.monotonic() < settle_end:  # every session is being reconciled meanwhile
+            peak_rss = max(peak_rss, operator.memory_info().rss)
             time.sleep(0.25)
         operator_cpu = cpu_s(operator) - cpu_before
         time.sleep(AUDIT_FLUSH_S)  # the API server writes its audit log in batches
-        requests = audit.requests()
+        events = audit.events()
         say(
             f"  {len(pods_at)}/{count} with their pods, {len(status_at)}/{count} with a status; "
             f"deleting namespace {BENCH_NS}"
         )
         delete_namespace(api, BENCH_NS)
-    to_pods = [pods_at[n] - created[n] for n in pods_at]
-    to_status = [status_at[n] - created[n] for n in status_at]
+    # Latencies by the API server's clock (audit log): from the create of the BallSession to
+    # the operator's first status write and to its second pod's create.
+    timings = session_timings(events, names)
+    to_status, to_pods = timings.to_status(), timings.to_children()
 
     def pct(values: list[float], q: float) -> float | None:
         return float(np.percentile(values, q)) if values else None
@@ -237,14 +328,15 @@ def sessions(api: Api, count: int, timeout: float = 300) -> dict[str, Any]:
     return {
         "sessions": count,
         "with_children": len(pods_at),
-        "all_children_s": (max(pods_at.values()) - start) if pods_at else None,
+        "with_status": len(status_at),
+        "all_children_s": timings.all_children_s(),
         "children_p50": pct(to_pods, 50),
         "children_p95": pct(to_pods, 95),
         "status_p50": pct(to_status, 50),
         "status_p95": pct(to_status, 95),
         "rss_mb": peak_rss / 2**20,
         "operator_cpu_s": operator_cpu,
-        "requests": requests,
+        "requests": operator_requests(events),
     }
 
 

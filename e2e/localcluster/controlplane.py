@@ -138,10 +138,15 @@ omitStages: [RequestReceived]
 rules:
   - level: Metadata
     users: ["{OPERATOR_USER}"]
+  - level: Metadata
+    verbs: [create]
+    resources: [{{group: rebound.dev, resources: [ballsessions]}}]
   - level: None
 """
-"""Audit only what the Rebound operator asks of the API server (one line per request, no
-bodies): `make bench-operator` counts its requests per session from this log."""
+"""Audit what the Rebound operator asks of the API server, and the creation of every
+BallSession (one line per request, no bodies): `make bench-operator` counts the operator's
+requests per session and times each session from its creation to its first status and to
+its children, all by the API server's own clock."""
 
 
 def audit_log(layout: Layout) -> Path:

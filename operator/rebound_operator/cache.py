@@ -8,7 +8,8 @@ reading them back, as a controller's informer cache does. Two rules keep it hone
   that the reconcile reads the object from the API again (a watch that restarted never
   reports objects deleted in between, so nothing stale can live longer than that);
 - a deletion is remembered (as "known absent") just as long, so a reconcile right after
-  one does not resurrect the object.
+  one does not resurrect the object from a read that raced with it; an object of the same
+  name but another UID (a re-created session's child) replaces it at once.
 
 Only what the operator reads is kept (a pod's identity, ownership, deletion, node and
 status; a ConfigMap's identity, ownership and data), so 1,000 sessions' children stay small.
@@ -22,7 +23,8 @@ from typing import Any
 
 Kind = str
 """`Pod` or `ConfigMap`."""
-Entry = tuple[float, dict[str, Any] | None]
+Entry = tuple[float, dict[str, Any] | None, str]
+"""(when the watch last spoke about it, the trimmed object or None if deleted, its UID)."""
 
 META_KEYS = (
     "name",
@@ -75,22 +77,25 @@ class ChildCache:
         if not isinstance(namespace, str) or not isinstance(name, str):
             return
         value = None if event_type == "DELETED" else trimmed(kind, obj)
-        self._entries[(kind, namespace, name)] = (self._clock(), value)
+        uid = str(meta.get("uid") or "")
+        self._entries[(kind, namespace, name)] = (self._clock(), value, uid)
         self._writes += 1
         if self._writes % PURGE_EVERY == 0:
             self.purge()
 
     def remember(self, kind: Kind, obj: Mapping[str, Any]) -> None:
         """Record an object the operator itself just created or read, unless a watch event
-        about it is already known (an event handled meanwhile may be newer than the
-        response)."""
+        about that same object (same UID) is already known: an event handled meanwhile may
+        be newer than the response."""
         meta = obj.get("metadata")
         if not isinstance(meta, Mapping):
             return
         namespace, name = meta.get("namespace"), meta.get("name")
         if not isinstance(namespace, str) or not isinstance(name, str):
             return
-        if self.get(kind, namespace, name)[0]:
+        entry = self._entries.get((kind, namespace, name))
+        fresh = entry is not None and self._clock() - entry[0] <= self.max_age_s
+        if fresh and entry is not None and entry[2] == str(meta.get("uid") or ""):
             return
         self.seen(kind, "ADDED", obj)
 
@@ -105,6 +110,6 @@ class ChildCache:
     def purge(self) -> None:
         """Drop every expired entry."""
         now = self._clock()
-        expired = [k for k, (at, _) in self._entries.items() if now - at > self.max_age_s]
+        expired = [k for k, (at, _, _) in self._entries.items() if now - at > self.max_age_s]
         for key in expired:
             del self._entries[key]

@@ -51,7 +51,7 @@ def api_message(exc: ApiException) -> str:
     return one_line(f"{text}: {message}" if message else text)
 
 
-API_THREADS = 16
+API_THREADS = 32
 """Threads (and pooled connections) for the operator's synchronous API calls."""
 ROUTES_TTL_S = 60.0
 """How long the API server's addresses (for the NetworkPolicies) are reused."""

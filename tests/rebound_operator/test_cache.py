@@ -15,12 +15,14 @@ class Clock:
         return self.now
 
 
-def pod(name: str = "s-server", phase: str = "Pending", rv: str = "1") -> dict[str, Any]:
+def pod(
+    name: str = "s-server", phase: str = "Pending", rv: str = "1", uid: str = "u1"
+) -> dict[str, Any]:
     return {
         "metadata": {
             "name": name,
             "namespace": "ns",
-            "uid": "u1",
+            "uid": uid,
             "resourceVersion": rv,
             "ownerReferences": [{"uid": "owner", "controller": True}],
             "managedFields": [{"manager": "x" * 1000}],
@@ -96,3 +98,15 @@ def test_expired_entries_are_swept() -> None:
     for i in range(PURGE_EVERY - 100):
         cache.seen("Pod", "ADDED", pod(name=f"new-{i}"))
     assert len(cache) == PURGE_EVERY - 100
+
+
+def test_a_recreated_object_replaces_the_memory_of_its_deleted_namesake() -> None:
+    cache = ChildCache()
+    cache.seen("Pod", "ADDED", pod(uid="old"))
+    cache.seen("Pod", "DELETED", pod(uid="old"))
+    cache.remember("Pod", pod(uid="new", rv="9"))  # the re-created session's pod, just created
+    known, obj = cache.get("Pod", "ns", "s-server")
+    assert known and obj is not None and obj["metadata"]["uid"] == "new"
+    cache.remember("Pod", pod(uid="new", rv="8", phase="Pending"))  # an older read: ignored
+    cache.seen("Pod", "MODIFIED", pod(uid="new", rv="10", phase="Running"))
+    assert cache.get("Pod", "ns", "s-server")[1]["status"]["phase"] == "Running"  # type: ignore[index]
