@@ -17,16 +17,17 @@
 - API hiccups are retried; anything else that goes wrong with one session (a bug, input
   nobody foresaw, a refused status) ends that session Failed with a clear reason, never a
   retry loop.
-All synchronous API calls run in threads (asyncio.to_thread); nothing blocks the event loop.
+All synchronous API calls run in threads, in priority order (`gate`); nothing blocks the
+event loop.
 Run: `python -m rebound_operator` or `kopf run -m rebound_operator.handlers`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
-from collections.abc import Callable, Coroutine, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -36,6 +37,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from rebound_operator import GROUP, PLURAL, VERSION, kube, telemetry
+from rebound_operator.cache import ChildCache
 from rebound_operator.children import (
     CHILD_SELECTOR,
     SESSION_LABEL,
@@ -44,7 +46,7 @@ from rebound_operator.children import (
     all_children,
     live_view_hint,
 )
-from rebound_operator.cache import ChildCache
+from rebound_operator.gate import FIRST_STATUS, WORK, ApiGate, Priority
 from rebound_operator.lifecycle import (
     TERMINAL,
     Event,
@@ -78,8 +80,6 @@ CLEANUP_POLL_S = 2.0
 """While waiting for a deleted session's children to go, look again this often (their
 deletion also wakes the session when they are pods or ConfigMaps)."""
 API_ERRORS = (ApiException, HTTPError, OSError)
-FIRST_STATUS_THREADS = 4
-"""Threads that only write new sessions' first status (see `_write`)."""
 logger = logging.getLogger("rebound_operator")
 
 Key = tuple[str, str, str]
@@ -96,11 +96,10 @@ class Sessions:
     wakeups: dict[Key, asyncio.TimerHandle] = field(default_factory=dict)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     warned_open_api_egress: bool = False
-    first_status_pool: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(
-            max_workers=FIRST_STATUS_THREADS, thread_name_prefix="kube-first-status"
-        )
-    )
+    gate: ApiGate = field(default_factory=lambda: ApiGate(kube.API_THREADS))
+    """Every synchronous API call goes through it (priorities: see `gate`)."""
+    arrivals: dict[tuple[str, str], int] = field(default_factory=dict)
+    """The order in which this process first saw each session (its API calls' priority)."""
     children: ChildCache = field(default_factory=ChildCache)
     """The child pods and ConfigMaps as their watch events last showed them."""
     bodies: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
@@ -111,6 +110,7 @@ class Sessions:
     """Sessions to reconcile once more when their current wake-up ends."""
     ensured: set[Key] = field(default_factory=set)
     """Sessions whose children this operator process has created or adopted."""
+    _arrival: Iterator[int] = field(default_factory=itertools.count)
 
     def wake_later(
         self, key: Key, delay: float, work: Callable[[], Coroutine[Any, Any, None]]
@@ -133,8 +133,16 @@ class Sessions:
         if handle is not None:
             handle.cancel()
 
+    def priority(self, key: Key, *, first_status: bool = False) -> Priority:
+        """The priority of a session's API calls: first statuses, then earlier sessions."""
+        which = key[:2]
+        if which not in self.arrivals:
+            self.arrivals[which] = next(self._arrival)
+        return (FIRST_STATUS if first_status else WORK, self.arrivals[which])
+
     def forget(self, key: Key) -> None:
         """Drop everything remembered about a session (it was deleted)."""
+        self.arrivals.pop(key[:2], None)
         self.cancel(key)
         self.locks.pop(key, None)
         self.last_status.pop(key, None)
@@ -173,16 +181,6 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         settings.scanning.disabled = True
     memo.cluster = kube.Cluster()  # connected by the login handler
     memo.sessions = Sessions()
-
-
-@kopf.on.startup()
-async def api_threads(**_: Any) -> None:
-    """Every synchronous API call runs in a thread (asyncio.to_thread): give them
-    kube.API_THREADS of them, so 100 sessions created at once do not queue behind the
-    default of cores + 4."""
-    asyncio.get_running_loop().set_default_executor(
-        ThreadPoolExecutor(max_workers=kube.API_THREADS, thread_name_prefix="kube-api")
-    )
 
 
 @kopf.on.login()
@@ -324,7 +322,9 @@ async def _reconcile(body: Mapping[str, Any], memo: kopf.Memo, *, ensure_childre
         sessions.ensured.add(key)
         observed = ensured.observed(name)
     if observed is None:
-        observed = await asyncio.to_thread(cluster.observe, name, namespace, uid, sessions.children)
+        observed = await sessions.gate.call(
+            sessions.priority(key), cluster.observe, name, namespace, uid, sessions.children
+        )
     verdict, status = _judge(memo, body, spec, observed, previous, now, start)
     await _write(memo, key, previous, status)
     await _carry_out(memo, body, verdict, verdict.pods)
@@ -383,7 +383,7 @@ async def _ensure_children(
     settings: OperatorSettings = memo.settings
     cluster: kube.Cluster = memo.cluster
     sessions: Sessions = memo.sessions
-    routes = await asyncio.to_thread(cluster.api_routes)
+    routes = await sessions.gate.call(sessions.priority(key), cluster.api_routes)
     if not routes and not sessions.warned_open_api_egress:
         sessions.warned_open_api_egress = True
         logger.warning(
@@ -400,7 +400,9 @@ async def _ensure_children(
     )
     generation = (body.get("metadata") or {}).get("generation")
     try:
-        ensured = await asyncio.to_thread(cluster.ensure_all, manifests, uid)
+        ensured = await sessions.gate.call(
+            sessions.priority(key), cluster.ensure_all, manifests, uid
+        )
     except kube.ChildConflict as exc:
         await _fail(memo, body, previous, "ChildConflict", str(exc))
         return None
@@ -454,7 +456,9 @@ async def _carry_out(
         _post(body, event)
     for pod in pods:
         if pod is not None and pod.name in verdict.stop_pods:
-            await asyncio.to_thread(cluster.delete_pod, pod.name, namespace, pod.uid)
+            await sessions.gate.call(
+                sessions.priority(key), cluster.delete_pod, pod.name, namespace, pod.uid
+            )
     if verdict.wake_at is None:
         sessions.cancel(key)
     else:
@@ -494,12 +498,18 @@ async def _acknowledge_edit(
 async def _stop_leftovers(memo: kopf.Memo, name: str, namespace: str, uid: str) -> None:
     """A finished session's pods that still run are stopped (again, if a first try failed)."""
     cluster: kube.Cluster = memo.cluster
-    observed = await asyncio.to_thread(cluster.observe, name, namespace, uid)
+    sessions: Sessions = memo.sessions
+    key = (namespace, name, uid)
+    observed = await sessions.gate.call(
+        sessions.priority(key), cluster.observe, name, namespace, uid
+    )
     pods = [PodView.from_manifest(p) for p in (observed.server, observed.client) if p is not None]
     running = set(still_running(*pods))
     for pod in pods:
         if pod.name in running:
-            await asyncio.to_thread(cluster.delete_pod, pod.name, namespace, pod.uid)
+            await sessions.gate.call(
+                sessions.priority(key), cluster.delete_pod, pod.name, namespace, pod.uid
+            )
 
 
 async def _wake(key: Key, memo: kopf.Memo) -> None:
@@ -536,7 +546,9 @@ async def _wake_once(key: Key, memo: kopf.Memo) -> None:
         body = sessions.bodies.get((namespace, name))
         if body is None:
             try:
-                body = await asyncio.to_thread(cluster.read_session, name, namespace)
+                body = await sessions.gate.call(
+                    sessions.priority(key), cluster.read_session, name, namespace
+                )
             except API_ERRORS as exc:
                 raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=RETRY_DELAY_S) from exc
         if body is None or (uid and (body.get("metadata") or {}).get("uid") != uid):
@@ -562,20 +574,14 @@ async def _write(
     """Patch the status subresource, skipping no-op patches (compared with `previous`).
     A write that ends the session is counted in the operator's metrics, once: `before` is
     the status it replaces, when `previous` is not (a forced write). A session's first
-    status goes through threads of its own, so it never waits behind other sessions'
-    children."""
+    status goes before every other waiting API call (see `gate`)."""
     if not status or all(previous.get(k) == v for k, v in status.items()):
         return
     namespace, name, _ = key
     cluster: kube.Cluster = memo.cluster
     sessions: Sessions = memo.sessions
-    if first:
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(
-            sessions.first_status_pool, cluster.patch_status, name, namespace, status
-        )
-    else:
-        await asyncio.to_thread(cluster.patch_status, name, namespace, status)
+    priority = sessions.priority(key, first_status=first)
+    await sessions.gate.call(priority, cluster.patch_status, name, namespace, status)
     sessions.last_status[key] = {**previous, **status}
     replaced = previous if before is None else before
     telemetry.record_status_written(replaced.get("phase"), {**replaced, **status})
@@ -606,7 +612,7 @@ async def session_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, 
         return
     raw = event.get("object")
     if isinstance(raw, dict):
-        sessions.bodies[key[:2]] = cast(dict[str, Any], raw)
+        sessions.bodies[key[:2]] = _session_essentials(cast(dict[str, Any], raw))
     status = sessions.last_status.get(key) or dict(body.get("status") or {})
     if status.get("phase") not in TERMINAL and key not in sessions.ensured:
         await _start(key, body, memo)
@@ -614,6 +620,22 @@ async def session_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, 
     generation = (body.get("metadata") or {}).get("generation")
     if status.get("sessionSpec") and generation != status.get("observedGeneration"):
         await _wake(key, memo)
+
+
+SESSION_META = ("name", "namespace", "uid", "generation", "labels", "deletionTimestamp")
+
+
+def _session_essentials(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """What a reconcile reads of a BallSession (not managedFields, annotations such as
+    kubectl's last-applied copy, ...): kept for every session, so kept small."""
+    meta = raw.get("metadata") or {}
+    return {
+        "apiVersion": raw.get("apiVersion"),
+        "kind": raw.get("kind"),
+        "metadata": {k: meta[k] for k in SESSION_META if k in meta},
+        "spec": raw.get("spec") or {},
+        "status": raw.get("status") or {},
+    }
 
 
 async def _start(key: Key, body: Mapping[str, Any], memo: kopf.Memo) -> None:
