@@ -384,7 +384,7 @@ def test_a_session_without_room_waits_naming_the_scheduler_then_fails_unschedula
     """Queued on a full cluster: never SignalingTimeout (its clock has not started), Pending
     with the scheduler's words, Failed/Unschedulable at the spec's pending timeout."""
     cluster.create("queued", signalingTimeoutSeconds=5, pendingTimeoutSeconds=12, **SMALL)
-    wait_for(lambda: cluster.status("queued").get("phase"))
+    brought_up(cluster, "queued")
     cluster.pod_running("queued-server")
     cluster.pod_unschedulable("queued-client", NO_ROOM)
     status = wait_for(
@@ -417,7 +417,7 @@ def test_the_signaling_clock_starts_when_both_peers_run(
     cluster: Cluster, operator: KopfRunner
 ) -> None:
     cluster.create("lonely", signalingTimeoutSeconds=5, **SMALL)
-    wait_for(lambda: cluster.status("lonely").get("phase"))
+    brought_up(cluster, "lonely")
     cluster.pod_running("lonely-server")
     time.sleep(6)  # longer than the signaling timeout, with only one peer running
     assert cluster.status("lonely")["phase"] == "Pending"
@@ -803,7 +803,7 @@ def _stored_series(frames: int) -> str:
 
 def _finish(cluster: Cluster, name: str, **server_data: str) -> dict[str, Any]:
     cluster.create(name, frames=120, **SMALL)
-    wait_for(lambda: cluster.status(name).get("phase"))
+    brought_up(cluster, name)
     cluster.pod_running(f"{name}-server")
     cluster.pod_running(f"{name}-client")
     cluster.signal(name, offer="sdp-offer")
