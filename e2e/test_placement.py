@@ -102,6 +102,9 @@ def test_separate_nodes_runs_the_peers_on_two_nodes(
     status = status_of(name)
     assert status["serverNode"] != status["clientNode"], status
     assert {status["serverNode"], status["clientNode"]} <= set(two_nodes)
+    # The path the media took across the nodes, as the peers measured it.
+    assert status["candidatePair"] == "host/host udp", status
+    assert status["metrics"]["codec"] == "VP8" and status["metrics"]["measured_bitrate_kbps"]
     pods = pods_of(name)
     for role in ("server", "client"):
         assert pods[role]["spec"]["nodeName"] == status[f"{role}Node"]

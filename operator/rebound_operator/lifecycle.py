@@ -542,6 +542,18 @@ def _phase(
     return SIGNALING, "WaitingForOffer", "waiting for the server's offer"
 
 
+def candidate_pair(metrics: Mapping[str, Any]) -> str | None:
+    """The selected ICE candidate pair in one word for `kubectl get`: `host/host udp`
+    (server's side first), None until the summary names it. Its values are validated
+    (LinkSummary) before they get here."""
+    local = metrics.get("ice_local_candidate_type")
+    remote = metrics.get("ice_remote_candidate_type")
+    protocol = metrics.get("ice_protocol")
+    if not (local and remote):
+        return None
+    return f"{local}/{remote}" + (f" {protocol}" if protocol else "")
+
+
 # ---- conditions -------------------------------------------------------------------------
 
 Value = tuple[bool | None, str, str]
@@ -817,6 +829,9 @@ def evaluate(
     )
     if reading.live is not None:
         status["metrics"] = {**reading.live, "final": reading.final is not None}
+        pair = candidate_pair(reading.live)
+        if pair:
+            status["candidatePair"] = pair
     status.update(
         placement_status(
             server.landing if server else Landing(), client.landing if client else Landing()

@@ -1,9 +1,12 @@
 """The server's metrics and summary as the operator reads them: untrusted text in, a
-validated dict of exactly SUMMARY_KEYS (or the reason it was refused) out. Pure.
+validated dict of SUMMARY_KEYS plus, when present, LINK_SUMMARY_KEYS (codec, bitrate, frames
+the link spoilt, the ICE candidate pair, RTT and loss), or the reason it was refused, out.
+Pure.
 
 A value is size-checked before it is parsed, parsed without letting any exception out,
-and checked for plausibility (types, ranges, finite numbers, matched <= sent, ...); keys
-beyond SUMMARY_KEYS are ignored.
+and checked for plausibility (types, ranges, finite numbers, matched <= sent, ...); the
+link keys by the peers' own strict model (`peers.config.LinkSummary`); other keys are
+ignored.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from peers.config import SUMMARY_KEYS
+from pydantic import ValidationError
+
+from peers.config import LINK_SUMMARY_KEYS, SUMMARY_KEYS, LinkSummary
 from rebound_operator.text import one_line
 
 MAX_METRICS_TEXT = 4096
@@ -101,10 +106,11 @@ def _implausible(values: Mapping[str, Any]) -> str | None:
 
 
 def check_metrics(text: str | None) -> tuple[dict[str, Any] | None, str | None]:
-    """Parse the server's summary JSON: (dict of exactly SUMMARY_KEYS, None) or (None, why not).
+    """Parse the server's summary JSON: (dict of SUMMARY_KEYS, plus LINK_SUMMARY_KEYS when
+    the summary has them, None) or (None, why not).
 
-    Absent or empty text is (None, None): nothing published yet is not a problem. Keys
-    beyond SUMMARY_KEYS are ignored. Never raises, whatever the text.
+    Absent or empty text is (None, None): nothing published yet is not a problem. Other
+    keys are ignored. Never raises, whatever the text.
     """
     if not text:
         return None, None
@@ -126,7 +132,29 @@ def check_metrics(text: str | None) -> tuple[dict[str, Any] | None, str | None]:
     problem = _implausible(values)
     if problem:
         return None, problem
-    return values, None
+    link, problem = _link(raw, values)
+    if problem:
+        return None, problem
+    return {**values, **link}, None
+
+
+def _link(raw: Mapping[str, Any], values: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """The media and path keys (LINK_SUMMARY_KEYS), checked by the peers' own model
+    (`LinkSummary`: strict types, bounds); none at all (an older peer) is no problem."""
+    if not any(key in raw for key in LINK_SUMMARY_KEYS):
+        return {}, None
+    try:
+        link = LinkSummary.model_validate({k: raw[k] for k in LINK_SUMMARY_KEYS if k in raw})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "link keys"
+        return {}, f"{where}: {one_line(first['msg'], 96)}"
+    result = link.model_dump(mode="json")
+    sent = values["frames_sent"]
+    for key in ("frames_unreadable", "frames_incomplete"):
+        if result[key] is not None and result[key] > sent:
+            return {}, f"{key} {result[key]} exceeds frames_sent {sent}"
+    return result, None
 
 
 def parse_metrics(text: str | None) -> dict[str, Any] | None:

@@ -399,3 +399,71 @@ def test_status_declares_placement_and_gates() -> None:
     assert columns["Server Node"]["jsonPath"] == ".status.serverNode"
     assert columns["Client Node"]["jsonPath"] == ".status.clientNode"
     assert columns["Server Node"]["priority"] == 1  # -o wide
+
+
+def test_a_judged_status_with_the_link_keys_is_admitted_by_the_status_schema() -> None:
+    import json
+
+    from rebound_operator.lifecycle import Observation, PodView, Signals, evaluate
+
+    from peers.config import LINK_SUMMARY_KEYS
+
+    link = {
+        "codec": "VP8",
+        "target_bitrate_kbps": 1000,
+        "measured_bitrate_kbps": 990.1,
+        "frames_unreadable": 0,
+        "frames_incomplete": 0,
+        "ice_local_candidate_type": "relay",
+        "ice_remote_candidate_type": "host",
+        "ice_protocol": "tcp",
+        "rtt_ms": 12.0,
+        "packets_lost": 0,
+        "packet_loss_pct": 0.0,
+    }
+    summary = {
+        "frames_sent": 300,
+        "coordinates_received": 300,
+        "frames_matched": 300,
+        "frames_dropped_by_client": 0,
+        "mean_error_px": 0.02,
+        "p95_error_px": 0.05,
+        "max_error_px": 0.1,
+        "achieved_fps": 30.0,
+        "latency_ms_p50": 12.0,
+        "latency_ms_p95": 14.0,
+        **link,
+    }
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    done = PodView("s-server", "Succeeded", exit_code=0, started=True, finished_at=now)
+    obs = Observation(
+        now=now,
+        start=now,
+        server=done,
+        client=done,
+        signals=Signals.read({"offer": "o", "summary": json.dumps(summary)}, {"answer": "a"}),
+    )
+    spec = parse_spec({"expect": {"minFps": 29}})
+    written = evaluate(spec, obs, {"phase": "Connected"}, generation=1).status
+    assert written["candidatePair"] == "relay/host tcp"
+    assert {k: written["metrics"][k] for k in LINK_SUMMARY_KEYS} == link
+    status = SCHEMA["properties"]["status"]
+    assert set(LINK_SUMMARY_KEYS) <= set(status["properties"]["metrics"]["properties"])
+    validator = jsonschema.Draft7Validator(strict(with_nulls(status)))
+    assert [e.message for e in validator.iter_errors(written)] == []
+    unmeasured = {**written, "metrics": {**written["metrics"], **dict.fromkeys(link)}}
+    assert [e.message for e in validator.iter_errors(unmeasured)] == []
+
+
+def with_nulls(schema: Any) -> Any:
+    """OpenAPI's `nullable: true` as JSON Schema says it (a null is allowed)."""
+    if isinstance(schema, dict):
+        result = {k: with_nulls(v) for k, v in schema.items() if k != "nullable"}
+        if schema.get("nullable") and "type" in schema:
+            result["type"] = [schema["type"], "null"]
+            if "enum" in schema:
+                result["enum"] = [*schema["enum"], None]
+        return result
+    if isinstance(schema, list):
+        return [with_nulls(v) for v in schema]
+    return schema

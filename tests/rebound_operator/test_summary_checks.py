@@ -83,3 +83,61 @@ def test_read_metrics_never_raises_on_hostile_values() -> None:
     for hostile in ("[" * 100_000, "{" * 3000, "\x00\xff", text(frames_sent=-1), "1e999"):
         reading = read_metrics(hostile, hostile)
         assert reading.final is None and reading.live is None and reading.problem
+
+
+LINK = {
+    "codec": "H264",
+    "target_bitrate_kbps": 600,
+    "measured_bitrate_kbps": 587.5,
+    "frames_unreadable": 2,
+    "frames_incomplete": 1,
+    "ice_local_candidate_type": "host",
+    "ice_remote_candidate_type": "srflx",
+    "ice_protocol": "udp",
+    "rtt_ms": 1.5,
+    "packets_lost": 3,
+    "packet_loss_pct": 0.1,
+}
+
+
+def test_the_link_keys_pass_through_checked_and_an_older_peer_needs_none() -> None:
+    assert check_metrics(text(**LINK)) == ({**GOOD, **LINK}, None)
+    # JSON integers where numbers are expected are the same numbers.
+    values, problem = check_metrics(text(**{**LINK, "rtt_ms": 2}))
+    assert problem is None and values is not None and values["rtt_ms"] == 2.0
+    nulls = dict.fromkeys(LINK, None) | {"target_bitrate_kbps": 1000}
+    assert check_metrics(text(**nulls)) == ({**GOOD, **nulls}, None)
+
+
+@pytest.mark.parametrize(
+    ("link", "problem"),
+    [
+        ({**LINK, "codec": "AV1"}, "codec: "),
+        ({**LINK, "ice_protocol": "sctp"}, "ice_protocol: "),
+        ({**LINK, "ice_local_candidate_type": "<script>"}, "ice_local_candidate_type: "),
+        ({**LINK, "rtt_ms": 60_001}, "rtt_ms: "),
+        ({**LINK, "rtt_ms": True}, "rtt_ms: "),
+        ({**LINK, "packet_loss_pct": 101}, "packet_loss_pct: "),
+        ({**LINK, "measured_bitrate_kbps": "fast"}, "measured_bitrate_kbps: "),
+        ({**LINK, "target_bitrate_kbps": 10}, "target_bitrate_kbps: "),
+        ({**LINK, "frames_unreadable": -1}, "frames_unreadable: "),
+        ({**LINK, "frames_unreadable": 301}, "frames_unreadable 301 exceeds frames_sent 300"),
+        ({**LINK, "frames_incomplete": 2**60}, "frames_incomplete: "),
+        ({k: v for k, v in LINK.items() if k != "rtt_ms"}, "rtt_ms: "),  # all or none
+    ],
+)
+def test_bad_link_keys_are_refused_naming_the_key(link: dict[str, Any], problem: str) -> None:
+    values, found = check_metrics(text(**link))
+    assert values is None
+    assert found is not None and problem in found, found
+    assert "\n" not in found and len(found) < 200
+
+
+def test_the_status_names_the_candidate_pair() -> None:
+    from rebound_operator.lifecycle import candidate_pair
+
+    assert candidate_pair({**GOOD, **LINK}) == "host/srflx udp"
+    assert candidate_pair({**GOOD, **LINK, "ice_protocol": None}) == "host/srflx"
+    assert candidate_pair(GOOD) is None
+    reading = read_metrics(text(**LINK), None)
+    assert reading.final is not None and reading.final["codec"] == "H264"
