@@ -75,6 +75,29 @@ def operator_process(api: Api) -> psutil.Process:
     return psutil.Process(int(cid.split("://", 1)[1]))
 
 
+def operator_memory_limit_mib(api: Api) -> float | None:
+    """The operator Deployment's memory limit in MiB (None if it has none)."""
+    from kubernetes.client import AppsV1Api
+
+    deployment = json.loads(
+        AppsV1Api(api.core.api_client)
+        .read_namespaced_deployment("rebound-operator", "rebound-system", _preload_content=False)
+        .data
+    )
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    limit = ((containers[0].get("resources") or {}).get("limits") or {}).get("memory")
+    return None if limit is None else mebibytes(str(limit))
+
+
+def mebibytes(quantity: str) -> float:
+    """A Kubernetes memory quantity (`256Mi`, `1Gi`, `500M`, `1048576`) in MiB."""
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "k": 1e3, "M": 1e6, "G": 1e9}
+    for suffix, factor in units.items():
+        if quantity.endswith(suffix):
+            return float(quantity[: -len(suffix)]) * factor / 2**20
+    return float(quantity) / 2**20
+
+
 def cpu_s(process: psutil.Process) -> float:
     """User + system CPU seconds of a process."""
     times = process.cpu_times()

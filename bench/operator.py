@@ -15,7 +15,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -149,27 +148,37 @@ def _s(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
-def _row(where: str, r: dict[str, Any]) -> str:
+def _row(where: str, r: dict[str, Any], limit_mib: float | None = None) -> str:
+    requests = r.get("requests")
+    per_session = f"{sum(requests.values()) / r['sessions']:.1f}" if requests else "n/a"
+    limit = f" / {limit_mib:.0f}" if limit_mib else ""
     return (
-        f"| {where} | {r['sessions']} | {r['with_children']} | {_s(r['all_children_s'])} "
+        f"| {where} | {r['sessions']} | {r['with_children']} | {r.get('with_status', 'n/a')} "
+        f"| {_s(r['all_children_s'])} "
         f"| {_s(r['children_p50'])} / {_s(r['children_p95'])} "
-        f"| {_s(r['status_p50'])} / {_s(r['status_p95'])} | {r['rss_mb']:.0f} "
-        f"| {r['operator_cpu_s']:.1f} |"
+        f"| {_s(r['status_p50'])} / {_s(r['status_p95'])} | {r['rss_mb']:.0f}{limit} "
+        f"| {r['operator_cpu_s']:.1f} | {per_session} |"
     )
 
 
-def requests_table(requests: Counter[str], sessions: int) -> str:
-    """The operator's API requests during the run, per session, from the audit log."""
+def requests_table(runs: list[dict[str, Any]]) -> str:
+    """The operator's API requests per session during each run, from the audit log."""
+    counts = [r["sessions"] for r in runs]
+    kinds = sorted(
+        {k for r in runs for k in r["requests"]},
+        key=lambda k: (-sum(r["requests"][k] / r["sessions"] for r in runs), k),
+    )
     lines = [
-        f"\n### Operator API requests while {sessions} sessions start (real API server, "
-        "from its audit log)\n",
-        "| request | total | per session |",
-        "|---|---:|---:|",
+        "\n### Operator API requests per session while they start (real API server, from "
+        "its audit log)\n",
+        "| request | " + " | ".join(f"{n} sessions" for n in counts) + " |",
+        "|---|" + "---:|" * len(runs),
     ]
-    for what, total in sorted(requests.items(), key=lambda item: (-item[1], item[0])):
-        lines.append(f"| {what} | {total} | {total / sessions:.2f} |")
-    total = sum(requests.values())
-    lines.append(f"| **all** | **{total}** | **{total / sessions:.2f}** |")
+    for kind in kinds:
+        cells = " | ".join(f"{r['requests'][kind] / r['sessions']:.2f}" for r in runs)
+        lines.append(f"| {kind} | {cells} |")
+    totals = " | ".join(f"**{sum(r['requests'].values()) / r['sessions']:.2f}**" for r in runs)
+    lines.append(f"| **all** | {totals} |")
     return "\n".join(lines)
 
 
@@ -193,7 +202,12 @@ def main(argv: list[str] | None = None) -> int:
     """Print the operator benchmark tables: emulator and, if `make cluster-up` ran, the real
     API server side by side, then the operator's memory with unrelated objects."""
     parser = argparse.ArgumentParser(prog="python -m bench.operator")
-    parser.add_argument("--sessions", type=int, default=100)
+    parser.add_argument(
+        "--sessions",
+        default="100,1000",
+        help="comma-separated session counts, each created at once on the real API server "
+        "(the emulator runs the first only); default 100,1000",
+    )
     parser.add_argument("--timeout", type=float, default=120)
     parser.add_argument(
         "--real-only", action="store_true", help="skip the emulated API server's row"
@@ -206,26 +220,42 @@ def main(argv: list[str] | None = None) -> int:
         help="unrelated Pods and ConfigMaps (N each) for the memory row; 0 skips it",
     )
     args = parser.parse_args(argv)
+    try:
+        counts = [int(c) for c in str(args.sessions).split(",") if c.strip()]
+    except ValueError:
+        parser.error(f"--sessions {args.sessions}: not a comma-separated list of counts")
+    if not counts or min(counts) < 1:
+        parser.error(f"--sessions {args.sessions}: counts must be at least 1")
     from bench import cluster
 
-    emulated = None if args.real_only else run(args.sessions, args.timeout)
+    emulated = None if args.real_only else run(counts[0], args.timeout)
     api, why_not = _real_cluster()
     if api is None:
         say(f"real API server: skipped: {why_not}")
-    real = None if api is None else cluster.sessions(api, args.sessions, args.timeout * 3)
+    real = []
+    limit_mib = None
+    if api is not None:
+        limit_mib = cluster.operator_memory_limit_mib(api)
+        for count in counts:
+            # Creation takes longer the more sessions there are: allow for it.
+            timeout = args.timeout * 3 * max(1.0, count / 100)
+            real.append(cluster.sessions(api, count, timeout))
     print(f"Machine: {describe()}\n")
     print("### Operator: BallSessions created at once\n")
     print(
-        f"| API server | sessions | with all {CHILD_KINDS} children | all children after (s) "
-        "| create→children p50 / p95 (s) "
-        "| create→status p50 / p95 (s) | operator peak RSS (MB) | operator CPU (s) |"
+        f"| API server | sessions | with all {CHILD_KINDS} children | with a status "
+        "| all children after (s) | create→children p50 / p95 (s) "
+        "| create→status p50 / p95 (s) | operator peak RSS / limit (MiB) | operator CPU (s) "
+        "| operator API requests per session |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     if emulated is not None:
         print(_row("emulated (kmock, in the benchmark's process)", emulated))
-    if real is not None:
-        print(_row("real kube-apiserver v1.37.2 (local cluster, node cordoned)", real))
-        print(requests_table(real["requests"], real["sessions"]))
+    for result in real:
+        where = "real kube-apiserver v1.37.2 (local cluster, nodes cordoned)"
+        print(_row(where, result, limit_mib))
+    if real:
+        print(requests_table(real))
     else:
         print(f"\nReal API server: skipped: {why_not}")
     if api is not None and args.unrelated:
