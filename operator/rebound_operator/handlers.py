@@ -610,10 +610,12 @@ async def session_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, 
     if event.get("type") == "DELETED":
         sessions.forget(key)
         return
-    raw = event.get("object")
-    if isinstance(raw, dict):
-        sessions.bodies[key[:2]] = _session_essentials(cast(dict[str, Any], raw))
     status = sessions.last_status.get(key) or dict(body.get("status") or {})
+    raw = event.get("object")
+    if status.get("phase") in TERMINAL:
+        sessions.bodies.pop(key[:2], None)  # a finished session wakes only with an event
+    elif isinstance(raw, dict):
+        sessions.bodies[key[:2]] = _session_essentials(cast(dict[str, Any], raw))
     if status.get("phase") not in TERMINAL and key not in sessions.ensured:
         await _start(key, body, memo)
         return
