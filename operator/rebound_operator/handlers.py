@@ -41,12 +41,13 @@ from rebound_operator.cache import ChildCache
 from rebound_operator.children import (
     CHILD_SELECTOR,
     SESSION_LABEL,
+    Manifest,
     Names,
     Owner,
     all_children,
     live_view_hint,
 )
-from rebound_operator.gate import FIRST_STATUS, WORK, ApiGate, Priority
+from rebound_operator.gate import FIRST_STATUS, WORK, ApiGate, Priority, PrioritySemaphore
 from rebound_operator.lifecycle import (
     TERMINAL,
     Event,
@@ -66,6 +67,7 @@ from rebound_operator.lifecycle import (
     waiting_status,
 )
 from rebound_operator.logs import event_level, object_ref
+from rebound_operator.ownership import Holder
 from rebound_operator.series_check import SERIES_KEY, check_series, report_hint
 from rebound_operator.settings import OperatorSettings
 from rebound_operator.spec import BallSessionSpec, InvalidSpec, parse_spec
@@ -80,6 +82,8 @@ CLEANUP_POLL_S = 2.0
 """While waiting for a deleted session's children to go, look again this often (their
 deletion also wakes the session when they are pods or ConfigMaps)."""
 API_ERRORS = (ApiException, HTTPError, OSError)
+CONCURRENT_CREATIONS = 64
+"""Sessions creating their children at once (enough to keep every API slot busy)."""
 logger = logging.getLogger("rebound_operator")
 
 Key = tuple[str, str, str]
@@ -98,6 +102,10 @@ class Sessions:
     warned_open_api_egress: bool = False
     gate: ApiGate = field(default_factory=lambda: ApiGate(kube.API_THREADS))
     """Every synchronous API call goes through it (priorities: see `gate`)."""
+    creating: PrioritySemaphore = field(
+        default_factory=lambda: PrioritySemaphore(CONCURRENT_CREATIONS)
+    )
+    """Sessions building and creating their children at once, earlier ones first."""
     arrivals: dict[tuple[str, str], int] = field(default_factory=dict)
     """The order in which this process first saw each session (its API calls' priority)."""
     children: ChildCache = field(default_factory=ChildCache)
@@ -383,31 +391,36 @@ async def _ensure_children(
     settings: OperatorSettings = memo.settings
     cluster: kube.Cluster = memo.cluster
     sessions: Sessions = memo.sessions
-    routes = await sessions.gate.call(sessions.priority(key), cluster.api_routes)
-    if not routes and not sessions.warned_open_api_egress:
-        sessions.warned_open_api_egress = True
-        logger.warning(
-            "cannot read the API server's addresses (Service/EndpointSlice default/kubernetes): "
-            "session NetworkPolicies allow egress to TCP 443/6443 anywhere"
+    # In arrival order, a bounded number at a time: the manifests exist only meanwhile.
+    async with sessions.creating.hold(sessions.priority(key)):
+        routes = await sessions.gate.call(sessions.priority(key), cluster.api_routes)
+        if not routes and not sessions.warned_open_api_egress:
+            sessions.warned_open_api_egress = True
+            logger.warning(
+                "cannot read the API server's addresses (Service/EndpointSlice "
+                "default/kubernetes): session NetworkPolicies allow egress to TCP 443/6443 "
+                "anywhere"
+            )
+        manifests = all_children(
+            Owner(name, namespace, uid),
+            spec,
+            default_image=settings.peer_image,
+            pull_policy=settings.image_pull_policy,
+            api_routes=routes,
+            pending_timeout_seconds=settings.pending_timeout_seconds,
         )
-    manifests = all_children(
-        Owner(name, namespace, uid),
-        spec,
-        default_image=settings.peer_image,
-        pull_policy=settings.image_pull_policy,
-        api_routes=routes,
-        pending_timeout_seconds=settings.pending_timeout_seconds,
-    )
+        try:
+            ensured = await _create_all(memo, key, manifests)
+        except kube.ChildConflict as exc:
+            failure: tuple[str, str] | None = ("ChildConflict", str(exc))
+        except kube.ChildRefused as exc:
+            failure = ("ChildRefused", str(exc))
+        else:
+            failure = None
+        del manifests
     generation = (body.get("metadata") or {}).get("generation")
-    try:
-        ensured = await sessions.gate.call(
-            sessions.priority(key), cluster.ensure_all, manifests, uid
-        )
-    except kube.ChildConflict as exc:
-        await _fail(memo, body, previous, "ChildConflict", str(exc))
-        return None
-    except kube.ChildRefused as exc:
-        await _fail(memo, body, previous, "ChildRefused", str(exc))
+    if failure is not None:
+        await _fail(memo, body, previous, *failure)
         return None
     for (kind, _name), obj in ensured.objects.items():
         if kind in ("Pod", "ConfigMap"):
@@ -439,6 +452,33 @@ async def _ensure_children(
     await _write(memo, key, previous, status)
     sessions.wake_later(key, CLEANUP_POLL_S, lambda: _wake(key, memo))
     return None
+
+
+async def _create_all(memo: kopf.Memo, key: Key, manifests: list[Manifest]) -> kube.Ensured:
+    """Create every child in order, stopping at the first name still held by a leaving
+    object; the pod names are checked first (`Cluster.leaving_pod`). One request per gate
+    call, so a new session's first status never waits long for a slot."""
+    sessions: Sessions = memo.sessions
+    cluster: kube.Cluster = memo.cluster
+    priority = sessions.priority(key)
+    uid = key[2]
+    for manifest in manifests:
+        if manifest["kind"] == "Pod":
+            leaving = await sessions.gate.call(priority, cluster.leaving_pod, manifest, uid)
+            if leaving is not None:
+                return kube.Ensured(leaving=leaving)
+    result = kube.Ensured()
+    for manifest in manifests:
+        outcome, obj = await sessions.gate.call(priority, cluster.ensure, manifest, uid)
+        kind, name = manifest["kind"], manifest["metadata"]["name"]
+        if outcome is Holder.LEAVING:
+            result.leaving = f"{kind} {manifest['metadata']['namespace']}/{name}"
+            return result
+        if outcome is None:
+            result.created.append(f"{kind} {name}")
+        if obj is not None and kind in ("Pod", "ConfigMap"):
+            result.objects[(kind, name)] = obj  # what the first observation needs
+    return result
 
 
 async def _carry_out(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -223,33 +223,21 @@ class Cluster:
         holder = self._judge(manifest, existing, owner_uid)
         return holder, (existing if holder is Holder.OURS else None)
 
-    def ensure_all(self, manifests: Sequence[Manifest], owner_uid: str) -> Ensured:
-        """Create every child in order, stopping at the first name still held by a leaving
-        object. The pod names are checked first: a leaving session's pods must be gone before
-        anything is created, or they could write into the new session's ConfigMaps."""
-        for manifest in manifests:
-            if manifest["kind"] != "Pod":
-                continue
-            meta = manifest["metadata"]
-            existing = self._read_or_none(
-                self.core.read_namespaced_pod, meta["name"], meta["namespace"]
-            )
-            if existing is not None:
-                holder = self._judge(manifest, existing, owner_uid)
-                if holder is Holder.LEAVING:
-                    return Ensured(leaving=f"{_describe(manifest)} ({describe_owner(existing)})")
-        result = Ensured()
-        for manifest in manifests:
-            outcome, obj = self.ensure(manifest, owner_uid)
-            if outcome is Holder.LEAVING:
-                result.leaving = _describe(manifest)
-                return result
-            kind, name = manifest["kind"], manifest["metadata"]["name"]
-            if outcome is None:
-                result.created.append(f"{kind} {name}")
-            if obj is not None:
-                result.objects[(kind, name)] = obj
-        return result
+    def leaving_pod(self, manifest: Manifest, owner_uid: str) -> str | None:
+        """If a leaving object (a deleted session's pod, or one being deleted) holds this
+        pod's name, what it is; None if the name is free or already this session's;
+        ChildConflict if a stranger holds it. Checked before anything of a session is
+        created: a leaving session's pods must be gone first, or they could write into the
+        new session's ConfigMaps."""
+        meta = manifest["metadata"]
+        existing = self._read_or_none(
+            self.core.read_namespaced_pod, meta["name"], meta["namespace"]
+        )
+        if existing is None:
+            return None
+        if self._judge(manifest, existing, owner_uid) is Holder.LEAVING:
+            return f"{_describe(manifest)} ({describe_owner(existing)})"
+        return None
 
     def observe(
         self, session: str, namespace: str, owner_uid: str, cache: ChildCache | None = None
