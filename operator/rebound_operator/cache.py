@@ -34,8 +34,10 @@ META_KEYS = (
     "ownerReferences",
     "deletionTimestamp",
     "deletionGracePeriodSeconds",
-    "labels",
 )
+POD_STATUS_KEYS = ("phase", "reason", "message", "podIP", "startTime")
+"""A pod's status fields the state machine reads, besides the scheduler's condition and each
+container's state."""
 PURGE_EVERY = 512
 """Writes between sweeps of expired entries."""
 
@@ -49,11 +51,27 @@ def trimmed(kind: Kind, obj: Mapping[str, Any]) -> dict[str, Any]:
         spec = obj.get("spec")
         if isinstance(spec, Mapping) and "nodeName" in spec:
             result["spec"] = {"nodeName": spec["nodeName"]}
-        if isinstance(obj.get("status"), Mapping):
-            result["status"] = obj["status"]
+        status = obj.get("status")
+        if isinstance(status, Mapping):
+            result["status"] = _pod_status(status)
     elif isinstance(obj.get("data"), Mapping):
         result["data"] = obj["data"]
     return result
+
+
+def _pod_status(status: Mapping[str, Any]) -> dict[str, Any]:
+    kept: dict[str, Any] = {k: status[k] for k in POD_STATUS_KEYS if k in status}
+    conditions = status.get("conditions")
+    if isinstance(conditions, list):
+        kept["conditions"] = [
+            c for c in conditions if isinstance(c, Mapping) and c.get("type") == "PodScheduled"
+        ]
+    containers = status.get("containerStatuses")
+    if isinstance(containers, list):
+        kept["containerStatuses"] = [
+            {"state": c.get("state")} for c in containers if isinstance(c, Mapping)
+        ]
+    return kept
 
 
 class ChildCache:

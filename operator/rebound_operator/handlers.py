@@ -82,6 +82,8 @@ CLEANUP_POLL_S = 2.0
 """While waiting for a deleted session's children to go, look again this often (their
 deletion also wakes the session when they are pods or ConfigMaps)."""
 API_ERRORS = (ApiException, HTTPError, OSError)
+IDLE_WORKER_S = 0.5
+"""How long kopf keeps an idle per-object worker (see `configure`)."""
 CONCURRENT_CREATIONS = 64
 """Sessions creating their children at once (enough to keep every API slot busy)."""
 logger = logging.getLogger("rebound_operator")
@@ -177,6 +179,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 30
+    # kopf keeps one worker per object, holding its latest event, until it has been idle this
+    # long (default 5 s): with thousands of children arriving at once that is most of the
+    # operator's peak memory, and nothing is gained by waiting.
+    settings.batching.idle_timeout = IDLE_WORKER_S
     # kopf's `labels=` filters are client-side: without a server-side selector every pod and
     # ConfigMap of the cluster would be listed, watched and kept in memory.
     for resource in ("pods", "configmaps"):
@@ -655,7 +661,9 @@ async def session_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, 
     if status.get("phase") in TERMINAL:
         sessions.bodies.pop(key[:2], None)  # a finished session wakes only with an event
     elif isinstance(raw, dict):
-        sessions.bodies[key[:2]] = _session_essentials(cast(dict[str, Any], raw))
+        sessions.bodies[key[:2]] = _session_essentials(
+            cast(dict[str, Any], raw), status=key not in sessions.last_status
+        )
     if status.get("phase") not in TERMINAL and key not in sessions.ensured:
         await _start(key, body, memo)
         return
@@ -667,17 +675,20 @@ async def session_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, 
 SESSION_META = ("name", "namespace", "uid", "generation", "labels", "deletionTimestamp")
 
 
-def _session_essentials(raw: Mapping[str, Any]) -> dict[str, Any]:
+def _session_essentials(raw: Mapping[str, Any], *, status: bool) -> dict[str, Any]:
     """What a reconcile reads of a BallSession (not managedFields, annotations such as
-    kubectl's last-applied copy, ...): kept for every session, so kept small."""
+    kubectl's last-applied copy, ...): kept for every running session, so kept small. Its
+    status only while the operator has not written one itself (`Sessions.last_status`)."""
     meta = raw.get("metadata") or {}
-    return {
+    essentials = {
         "apiVersion": raw.get("apiVersion"),
         "kind": raw.get("kind"),
         "metadata": {k: meta[k] for k in SESSION_META if k in meta},
         "spec": raw.get("spec") or {},
-        "status": raw.get("status") or {},
     }
+    if status:
+        essentials["status"] = raw.get("status") or {}
+    return essentials
 
 
 async def _start(key: Key, body: Mapping[str, Any], memo: kopf.Memo) -> None:

@@ -29,7 +29,26 @@ def pod(
             "annotations": {"big": "y" * 1000},
         },
         "spec": {"nodeName": "n1", "containers": [{"args": ["z" * 1000]}]},
-        "status": {"phase": phase, "podIP": "10.0.0.1"},
+        "status": {
+            "phase": phase,
+            "podIP": "10.0.0.1",
+            "hostIP": "10.0.0.254",
+            "qosClass": "Burstable",
+            "conditions": [
+                {"type": "Ready", "status": "False"},
+                {"type": "PodScheduled", "status": "True"},
+            ],
+            "containerStatuses": [
+                {
+                    "name": "peer",
+                    "image": "rebound-peer:1",
+                    "imageID": "x" * 100,
+                    "restartCount": 0,
+                    "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}},
+                    "lastState": {},
+                }
+            ],
+        },
     }
 
 
@@ -44,8 +63,17 @@ def test_only_what_the_operator_reads_is_kept() -> None:
             "ownerReferences": [{"uid": "owner", "controller": True}],
         },
         "spec": {"nodeName": "n1"},
-        "status": {"phase": "Pending", "podIP": "10.0.0.1"},
+        "status": {
+            "phase": "Pending",
+            "podIP": "10.0.0.1",
+            "conditions": [{"type": "PodScheduled", "status": "True"}],
+            "containerStatuses": [{"state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}],
+        },
     }
+    # What the state machine reads of the trimmed pod is what it reads of the whole one.
+    from rebound_operator.lifecycle import PodView
+
+    assert PodView.from_manifest(kept) == PodView.from_manifest(pod())
     configmap = {"metadata": {"name": "c", "namespace": "ns"}, "data": {"offer": "o"}}
     assert trimmed("ConfigMap", configmap) == configmap
 
