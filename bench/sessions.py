@@ -159,7 +159,7 @@ def run_session(
                         "client": _cpu_seconds(client.proc.pid) or 0.0,
                         "process_a": process_a_cpu,
                     }
-                if every.due():
+                if every.due() and not show_output:  # else the server's own lines are shown
                     say(f"{label}: {last[0] if last else 'connecting'}")
                 time.sleep(0.2)
         finally:
