@@ -17,7 +17,7 @@
 - API hiccups are retried; anything else that goes wrong with one session (a bug, input
   nobody foresaw, a refused status) ends that session Failed with a clear reason, never a
   retry loop.
-All synchronous API calls run in threads, in priority order (`gate`); nothing blocks the
+All synchronous API calls run in threads, in priority order (`api_queue`); nothing blocks the
 event loop.
 Run: `python -m rebound_operator` or `kopf run -m rebound_operator.handlers`.
 """
@@ -37,6 +37,7 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from rebound_operator import GROUP, PLURAL, VERSION, kube, telemetry
+from rebound_operator.api_queue import FIRST_STATUS, WORK, ApiGate, Priority, PrioritySemaphore
 from rebound_operator.cache import ChildCache
 from rebound_operator.children import (
     CHILD_SELECTOR,
@@ -47,7 +48,6 @@ from rebound_operator.children import (
     all_children,
     live_view_hint,
 )
-from rebound_operator.gate import FIRST_STATUS, WORK, ApiGate, Priority, PrioritySemaphore
 from rebound_operator.lifecycle import (
     TERMINAL,
     Event,
@@ -103,7 +103,7 @@ class Sessions:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     warned_open_api_egress: bool = False
     gate: ApiGate = field(default_factory=lambda: ApiGate(kube.API_THREADS))
-    """Every synchronous API call goes through it (priorities: see `gate`)."""
+    """Every synchronous API call goes through it (priorities: see `api_queue`)."""
     creating: PrioritySemaphore = field(
         default_factory=lambda: PrioritySemaphore(CONCURRENT_CREATIONS)
     )
@@ -620,7 +620,7 @@ async def _write(
     """Patch the status subresource, skipping no-op patches (compared with `previous`).
     A write that ends the session is counted in the operator's metrics, once: `before` is
     the status it replaces, when `previous` is not (a forced write). A session's first
-    status goes before every other waiting API call (see `gate`)."""
+    status goes before every other waiting API call (see `api_queue`)."""
     if not status or all(previous.get(k) == v for k, v in status.items()):
         return
     namespace, name, _ = key

@@ -6,7 +6,7 @@ import asyncio
 import threading
 
 import pytest
-from rebound_operator.gate import FIRST_STATUS, WORK, ApiGate
+from rebound_operator.api_queue import FIRST_STATUS, WORK, ApiGate
 
 
 async def test_waiting_calls_go_in_priority_order_then_arrival_order() -> None:
