@@ -57,7 +57,21 @@ class BitrateMixin:
     """A target bitrate REMB cannot move; the last REMB estimate is kept for the record."""
 
     bitrate_bps: int
+    fps: int
     remb_bps: int | None = None
+
+    def _codec_at_target(self, name: str, frame: av.VideoFrame) -> Any:
+        """An encoder context `name` for `frame`'s size at the target rate and the session's
+        fps, with a keyframe interval of KEYFRAME_INTERVAL_S (codec options left to the caller)."""
+        codec: Any = av.CodecContext.create(name, "w")
+        codec.width = frame.width
+        codec.height = frame.height
+        codec.bit_rate = self.bitrate_bps
+        codec.pix_fmt = "yuv420p"
+        codec.framerate = fractions.Fraction(self.fps, 1)
+        codec.time_base = VIDEO_TIME_BASE
+        codec.gop_size = KEYFRAME_INTERVAL_S * self.fps
+        return codec
 
     @property
     def target_bitrate(self) -> int:
@@ -78,14 +92,7 @@ class FixedRateVp8Encoder(BitrateMixin, Vp8Encoder):
         self.fps = fps
 
     def _new_codec(self, frame: av.VideoFrame) -> VideoCodecContext:
-        codec: Any = av.CodecContext.create("libvpx", "w")
-        codec.width = frame.width
-        codec.height = frame.height
-        codec.bit_rate = self.bitrate_bps
-        codec.pix_fmt = "yuv420p"
-        codec.framerate = fractions.Fraction(self.fps, 1)
-        codec.time_base = VIDEO_TIME_BASE
-        codec.gop_size = KEYFRAME_INTERVAL_S * self.fps
+        codec = self._codec_at_target("libvpx", frame)
         codec.qmin = 2
         codec.qmax = 56
         codec.options = {
@@ -137,14 +144,7 @@ class FixedRateH264Encoder(BitrateMixin, H264Encoder):
         self.fps = fps
 
     def _new_codec(self, frame: av.VideoFrame) -> VideoCodecContext:
-        codec: Any = av.CodecContext.create("libx264", "w")
-        codec.width = frame.width
-        codec.height = frame.height
-        codec.bit_rate = self.bitrate_bps
-        codec.pix_fmt = "yuv420p"
-        codec.framerate = fractions.Fraction(self.fps, 1)
-        codec.time_base = VIDEO_TIME_BASE
-        codec.gop_size = KEYFRAME_INTERVAL_S * self.fps
+        codec = self._codec_at_target("libx264", frame)
         codec.options = {
             "level": h264_level(frame.width, frame.height, self.fps),
             "tune": "zerolatency",
