@@ -13,9 +13,10 @@ seconds.
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 from kindnode import engine, gobuild, host, images, nodeimage, rootfs
@@ -67,22 +68,65 @@ def node_image(say: Say, tag: str = NODE_IMAGE) -> str:
         return _node_image(say, tag)
 
 
+@contextmanager
+def timed(say: Say, what: str) -> Iterator[None]:
+    """Say how long a step took, when it took long enough to matter (so cached runs stay quiet)."""
+    started = time.monotonic()
+    yield
+    elapsed = time.monotonic() - started
+    if elapsed >= 5:
+        say(f"{what}: {elapsed:.0f} s")
+
+
+def _binaries(log: Path, say: Say) -> tuple[dict[str, Path], list[str]]:
+    """Every binary the node and its images need (built where missing), and the images
+    kubeadm asks for."""
+    try:
+        with timed(say, "Kubernetes binaries"):
+            kube_bin = gobuild.kubernetes_binaries(log, say)
+        with timed(say, "kind and crictl"):
+            gobuild.install(gobuild.kind_tool(), log, say)
+            crictl = gobuild.install(gobuild.crictl_tool(), log, say)
+        with timed(say, "kube-network-policies"):
+            netpol = gobuild.network_policies_binary(log, say)
+        asked = images.kubeadm_images(kube_bin / "kubeadm", KUBERNETES_VERSION)
+        coredns_tag = next(images.split_reference(r)[1] for r in asked if "/coredns:" in r)
+        pause_tag = next(images.split_reference(r)[1] for r in asked if "/pause:" in r)
+        with timed(say, "CoreDNS"):
+            coredns = gobuild.coredns_binary(coredns_tag, log, say)
+        pause = gobuild.pause_binary(pause_tag, log, say)
+    except (gobuild.GoBuildError, images.ImageError, StopIteration) as error:
+        raise KindBuildError(str(error) or "kubeadm names no CoreDNS or pause image") from None
+    binaries = {name: kube_bin / name for name in (*k8s.BINARIES, *k8s.NODE_COMPONENTS)}
+    binaries.update(
+        {
+            "coredns": coredns,
+            "pause": pause,
+            "netpol": netpol,
+            "rebound-cni": kube_bin / gobuild.cni_daemon_name(),
+            "crictl": crictl,
+        }
+    )
+    return binaries, asked
+
+
 def _node_image(say: Say, tag: str) -> str:
     started = time.monotonic()
     log = log_file()
     prepare_host(say)
-    try:
-        kube_bin = gobuild.kubernetes_binaries(log, say)
-        kind = gobuild.install(gobuild.kind_tool(), log, say)
-        crictl = gobuild.install(gobuild.crictl_tool(), log, say)
-        netpol = gobuild.network_policies_binary(log, say)
-        asked = images.kubeadm_images(kube_bin / "kubeadm", KUBERNETES_VERSION)
-        coredns_tag = next(images.split_reference(r)[1] for r in asked if "/coredns:" in r)
-        pause_tag = next(images.split_reference(r)[1] for r in asked if "/pause:" in r)
-        coredns = gobuild.coredns_binary(coredns_tag, log, say)
-        pause = gobuild.pause_binary(pause_tag, log, say)
-    except (gobuild.GoBuildError, images.ImageError, StopIteration) as error:
-        raise KindBuildError(str(error) or "kubeadm names no CoreDNS or pause image") from None
+    # debootstrap waits on the network and dpkg more than on the CPU: run both root
+    # filesystems beside the Go builds.
+    with ThreadPoolExecutor(2) as pool:
+        filesystems = [
+            pool.submit(rootfs.ensure, fs, say, log) for fs in (rootfs.TOOLS, rootfs.NODE)
+        ]
+        binaries, asked = _binaries(log, say)
+        try:
+            with timed(say, "root filesystems (after the binaries)"):
+                for built in filesystems:
+                    built.result()
+        except rootfs.RootfsError as error:
+            raise KindBuildError(str(error)) from None
     files = kind_files()
     sandbox = nodeimage.sandbox_image((files / "etc" / "containerd" / "config.toml").read_text())
     cni_tag = gobuild.cni_daemon_tag()
@@ -92,21 +136,10 @@ def _node_image(say: Say, tag: str) -> str:
         f"{images.NETWORK_POLICIES_IMAGE}:{gobuild.NETWORK_POLICIES_VERSION}",
         f"{images.CNI_DAEMON_IMAGE}:{cni_tag}",
     ]
-    binaries = {
-        "kube-apiserver": kube_bin / "kube-apiserver",
-        "kube-controller-manager": kube_bin / "kube-controller-manager",
-        "kube-scheduler": kube_bin / "kube-scheduler",
-        "kube-proxy": kube_bin / "kube-proxy",
-        "etcd": kube_bin / "etcd",
-        "coredns": coredns,
-        "pause": pause,
-        "netpol": netpol,
-        "rebound-cni": kube_bin / gobuild.cni_daemon_name(),
-    }
     try:
-        rootfs.ensure(rootfs.TOOLS, say, log)
         recipes = images.plan(references)
-        images.build(recipes, binaries, say, log)
+        with timed(say, "images"):
+            images.build(recipes, binaries, say, log)
         template = (nodeimage.FILES / "default-cni.yaml").read_text()
         default_cni = nodeimage.render_default_cni(
             template, cni_tag, gobuild.NETWORK_POLICIES_VERSION
@@ -115,10 +148,10 @@ def _node_image(say: Say, tag: str) -> str:
     except (rootfs.RootfsError, images.ImageError, nodeimage.NodeImageError) as error:
         raise KindBuildError(str(error)) from None
     node_binaries = {
-        "/usr/bin/kubeadm": kube_bin / "kubeadm",
-        "/usr/bin/kubelet": kube_bin / "kubelet",
-        "/usr/bin/kubectl": kube_bin / "kubectl",
-        "/usr/local/bin/crictl": crictl,
+        "/usr/bin/kubeadm": binaries["kubeadm"],
+        "/usr/bin/kubelet": binaries["kubelet"],
+        "/usr/bin/kubectl": binaries["kubectl"],
+        "/usr/local/bin/crictl": binaries["crictl"],
     }
     image_ids = {recipe.reference: images.image_id(recipe.reference) or "" for recipe in recipes}
     digests = {path: nodeimage.file_digest(file) for path, file in node_binaries.items()}
@@ -128,18 +161,9 @@ def _node_image(say: Say, tag: str) -> str:
             KUBERNETES_VERSION, node_binaries, [r.reference for r in recipes]
         )
         try:
-            nodeimage.assemble(tag, inputs, wanted, log, say)
+            with timed(say, "node image assembly"):
+                nodeimage.assemble(tag, inputs, wanted, log, say)
         except nodeimage.NodeImageError as error:
             raise KindBuildError(str(error)) from None
-        say(f"built {tag} in {time.monotonic() - started:.0f} s (kind CLI: {kind})")
+        say(f"built {tag} in {time.monotonic() - started:.0f} s")
     return tag
-
-
-def kind_binary() -> Path:
-    """The kind CLI built here (built first if missing)."""
-    return gobuild.install(gobuild.kind_tool(), log_file(), lambda line: print(line, flush=True))
-
-
-def environment() -> dict[str, str]:
-    """os.environ with the cached kubectl first on PATH (no client/server skew)."""
-    return {**os.environ, "PATH": f"{k8s.bin_dir()}:{os.environ.get('PATH', '')}"}
