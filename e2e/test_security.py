@@ -5,6 +5,7 @@ the session namespace, and the install is GitOps-clean (server-side apply, empty
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -214,13 +215,21 @@ def test_server_side_apply_twice_then_diff_shows_nothing() -> None:
 
 
 def test_a_namespaced_install_without_any_cluster_role_runs_a_session(
-    sessions: list[str],
+    sessions: list[str], tmp_path: Path
 ) -> None:
-    """manifests/overlays/namespaced: a Role in rebound-sessions, no ClusterRole at all.
-    Runs last: it swaps the install and puts the original back."""
-    if not process_node():
-        pytest.skip("swaps the operator's install; run on the local cluster (make e2e-local)")
+    """manifests/overlays/namespaced: a Role in rebound-sessions, no ClusterRole at all, with
+    the images built here (components/local-images). Runs last: it swaps the install and puts
+    the original back."""
     overlays = REPO / "manifests" / "overlays"
+    namespaced = tmp_path / "namespaced-local-images"
+    namespaced.mkdir()
+    manifests = Path(os.path.relpath(REPO / "manifests", namespaced))  # kustomize: relative only
+    (namespaced / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\n"
+        "kind: Kustomization\n"
+        f"resources: [{manifests / 'overlays' / 'namespaced'}]\n"
+        f"components: [{manifests / 'components' / 'local-images'}]\n"
+    )
     operator_ns = ["-n", "rebound-system"]
     try:
         kubectl(
@@ -231,7 +240,7 @@ def test_a_namespaced_install_without_any_cluster_role_runs_a_session(
             "rebound-operator",
             check=False,
         )
-        kubectl("apply", "-k", str(overlays / "namespaced"))
+        kubectl("apply", "-k", str(namespaced))
         kubectl(*operator_ns, "rollout", "restart", "deployment/rebound-operator")
         kubectl(
             *operator_ns,
