@@ -1,11 +1,14 @@
 """A quiet Ctrl-C while a peer program starts, before its event loop takes SIGINT over.
 
 `python -m peers.server` spends its first second importing aiortc, PyAV and OpenCV; a Ctrl-C
-then would end in a KeyboardInterrupt traceback. The peers' modules import this module first
-(it imports nothing heavy); when a peer runs as a program (`python -m peers.server`,
-`python -m peers.client`, `rebound-server`, `rebound-client`), it installs an excepthook that
-turns an uncaught KeyboardInterrupt into a silent exit 130. Imported as a library (tests, the
-operator, a REPL) it changes nothing. Once the loop runs, `peers.cli.run` handles SIGINT.
+then would end in a KeyboardInterrupt traceback, or, raised inside a library's import that
+catches everything, be swallowed, so that the peer went on to wait for its partner. The
+peers' modules import this module first (it imports nothing heavy); when a peer runs as a
+program (`python -m peers.server`, `python -m peers.client`, `rebound-server`,
+`rebound-client`), SIGINT ends it at once with a silent exit 130 (nothing needs cleaning up
+yet: process_a dies with its client), and an excepthook does the same for a
+KeyboardInterrupt raised anyway. Imported as a library (tests, the operator, a REPL) it
+changes nothing. Once the loop runs, `peers.cli.run` handles SIGINT.
 With `--display` it also opens the peer's window here, before anything imports aiortc (see
 peers.display).
 """
@@ -13,8 +16,9 @@ peers.display).
 from __future__ import annotations
 
 import os
+import signal
 import sys
-from types import TracebackType
+from types import FrameType, TracebackType
 
 EXIT_INTERRUPTED = 130
 PROGRAMS = frozenset({"peers.server", "peers.client"})
@@ -39,7 +43,12 @@ def _quiet_interrupt(
     _previous_hook(kind, value, traceback)
 
 
+def _exit_interrupted(signum: int, frame: FrameType | None) -> None:
+    os._exit(EXIT_INTERRUPTED)
+
+
 if running_as_peer():
+    signal.signal(signal.SIGINT, _exit_interrupted)
     sys.excepthook = _quiet_interrupt
     if "--display" in sys.argv[1:]:
         # The window must exist before aiortc is imported (peers.display says why).
