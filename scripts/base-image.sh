@@ -19,7 +19,11 @@ built_by="$(docker image inspect -f "{{ index .Config.Labels \"$RECIPE_LABEL\" }
 if [ "$built_by" = "$RECIPE" ] && [ -z "${FORCE:-}" ]; then
   echo "base image $TAG exists (FORCE=1 to rebuild)"; exit 0
 fi
-ROOT="$(mktemp -d /tmp/rebound-rootfs.XXXXXX)"
+# Under the cache, not /tmp: debootstrap makes device nodes, which a tmpfs /tmp mounted nodev
+# (Debian 13, Fedora) refuses.
+WORK="$HOME/.cache/rebound/work"
+mkdir -p "$WORK"
+ROOT="$(mktemp -d "$WORK/rebound-rootfs.XXXXXX")"
 trap 'rm -rf "$ROOT"' EXIT
 echo "debootstrap bookworm (minbase + python3) into $ROOT ..."
 debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from kindnode import gobuild
+
 RECIPE_LABEL = "dev.rebound.rootfs-recipe"
 SUITE = "bookworm"
 # Removed after debootstrap: package caches, docs, man pages, translations.
@@ -118,7 +120,11 @@ def ensure(rootfs: Rootfs, say: Say, log: Path) -> str:
         raise RootfsError("debootstrap is not installed (apt-get install debootstrap)")
     mirror = os.environ.get("DEBIAN_MIRROR", "http://deb.debian.org/debian")
     say(f"debootstrap {SUITE} for {rootfs.tag} ({len(rootfs.packages)} packages) ...")
-    with tempfile.TemporaryDirectory(prefix="rebound-rootfs-") as folder:
+    # Under the cache, not /tmp: debootstrap makes device nodes, which a tmpfs /tmp mounted
+    # nodev (Debian 13, Fedora) refuses ("mounted with noexec or nodev").
+    work = gobuild.cache_root() / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="rebound-rootfs-", dir=work) as folder:
         target = Path(folder) / "root"
         with log.open("a") as sink:
             argv = rootfs.debootstrap_argv(target, mirror)
