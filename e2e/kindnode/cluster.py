@@ -2,9 +2,9 @@
 built here (or `KIND_NODE_IMAGE`), its kubeconfig in `.kind/kubeconfig`.
 
 `config()` is pure: the kind configuration for this host. `up()` creates the cluster and
-waits until every node is Ready and every kube-system DaemonSet and Deployment (kube-proxy,
-CoreDNS, the pod network, NetworkPolicy) has rolled out, so the first workload finds DNS
-and the `kubernetes` Service working.
+waits until every node container has registered and is Ready and every kube-system DaemonSet
+and Deployment (kube-proxy, CoreDNS, the pod network, NetworkPolicy) has rolled out, so the
+first workload finds DNS and the `kubernetes` Service working.
 """
 
 from __future__ import annotations
@@ -87,9 +87,37 @@ def last_line(text: str) -> str:
     return lines[-1] if lines else "(no output)"
 
 
-def wait_ready(env: dict[str, str], say: Say, timeout: float = 300) -> None:
-    """Every node Ready, every kube-system DaemonSet and Deployment rolled out."""
+def unregistered(containers: list[str], registered: list[str]) -> list[str]:
+    """The node containers whose kubelet has no Node object (pure). kind's `--wait` waits
+    for the control plane only, and `kubeadm join` ends once the kubelet has its
+    credentials: a worker whose kubelet then fails never registers, and nothing else says so."""
+    known = {name.removeprefix("node/") for name in registered}
+    return sorted(name for name in containers if name not in known)
+
+
+def wait_registered(kind: Path, name: str, env: dict[str, str], deadline: float) -> None:
+    """Every node container of the cluster registered as a Node, or an error naming the
+    first that did not and where its kubelet logs."""
+    listed = _run([str(kind), "get", "nodes", "--name", name], 60)
+    containers = listed.stdout.split()
+    while True:
+        registered = _run(["kubectl", "get", "nodes", "-o", "name"], 60, env).stdout.split()
+        missing = unregistered(containers, registered)
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise KindClusterError(
+                f"node {missing[0]} never registered (its kubelet: "
+                f"docker exec {missing[0]} journalctl -u kubelet)"
+            )
+        time.sleep(2)
+
+
+def wait_ready(kind: Path, name: str, env: dict[str, str], say: Say, timeout: float = 300) -> None:
+    """Every node container registered and Ready, every kube-system DaemonSet and
+    Deployment rolled out."""
     deadline = time.monotonic() + timeout
+    wait_registered(kind, name, env, time.monotonic() + min(timeout, 120))
     nodes = _run(
         [
             "kubectl",
@@ -179,7 +207,7 @@ def up(
         )
         if exported.returncode != 0:
             raise KindClusterError(f"kind export kubeconfig: {last_line(exported.stderr)}")
-    wait_ready(env, say)
+    wait_ready(kind, name, env, say)
 
 
 def down(kind: Path, name: str, say: Say) -> None:

@@ -130,3 +130,10 @@ def test_the_kind_config_has_two_schedulable_nodes_and_kubelet_accepts_cgroup_v1
     assert "containerdConfigPatches" not in document
     restricted = yaml.safe_load(cluster.config(workers=1, restrict_oom_score_adj=True))
     assert "restrict_oom_score_adj = true" in restricted["containerdConfigPatches"][0]
+
+
+def test_a_node_container_without_a_node_object_is_named() -> None:
+    containers = ["rebound-control-plane", "rebound-worker"]
+    assert cluster.unregistered(containers, ["node/rebound-control-plane"]) == ["rebound-worker"]
+    registered = ["node/rebound-control-plane", "node/rebound-worker"]
+    assert cluster.unregistered(containers, registered) == []
