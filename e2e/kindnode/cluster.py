@@ -95,6 +95,15 @@ def unregistered(containers: list[str], registered: list[str]) -> list[str]:
     return sorted(name for name in containers if name not in known)
 
 
+def failure_line(text: str) -> str:
+    """The line of a failed `kind create cluster` that says what failed (pure): the last one
+    starting with "error" (kind's ERROR:, kubeadm's "error execution phase ..."), whose Go
+    stack trace would otherwise end the output; else its last line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if line.lower().startswith("error")]
+    return errors[-1] if errors else last_line(text)
+
+
 def wait_registered(kind: Path, name: str, env: dict[str, str], deadline: float) -> None:
     """Every node container of the cluster registered as a Node, or an error naming the
     first that did not and where its kubelet logs."""
@@ -199,7 +208,7 @@ def up(
         )
         if created.returncode != 0:
             print(created.stdout[-3000:])
-            raise KindClusterError(f"kind create cluster failed: {last_line(created.stdout)}")
+            raise KindClusterError(f"kind create cluster failed: {failure_line(created.stdout)}")
         say(f"created in {time.monotonic() - started:.0f} s")
     if not KUBECONFIG.exists():
         exported = _run(

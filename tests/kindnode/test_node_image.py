@@ -137,3 +137,16 @@ def test_a_node_container_without_a_node_object_is_named() -> None:
     assert cluster.unregistered(containers, ["node/rebound-control-plane"]) == ["rebound-worker"]
     registered = ["node/rebound-control-plane", "node/rebound-worker"]
     assert cluster.unregistered(containers, registered) == []
+
+
+def test_a_failed_create_is_summed_up_by_its_error_not_its_stack_trace() -> None:
+    output = (
+        "I1207 round_trippers.go:632] POST ...\n"
+        "error: error execution phase wait-control-plane: connection refused\n"
+        "k8s.io/kubernetes/cmd/kubeadm/app.Run\n"
+        "\truntime/asm_amd64.s:1771\n"
+    )
+    assert cluster.failure_line(output) == (
+        "error: error execution phase wait-control-plane: connection refused"
+    )
+    assert cluster.failure_line("one\nlast\n") == "last"
