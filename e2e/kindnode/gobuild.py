@@ -100,21 +100,30 @@ def install(tool: GoTool, log: Path, say: Say) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     env = {**os.environ, "CGO_ENABLED": "0", "GOBIN": str(staging), "GOFLAGS": "-buildvcs=false"}
-    with log.open("a") as sink:
-        sink.write(f"$ {' '.join(tool.install_argv())}\n")
-        sink.flush()
-        result = subprocess.run(
-            ["nice", "-n", "15", *tool.install_argv()],
-            cwd=folder,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    if result.returncode != 0:
-        raise GoBuildError(f"building {tool.name} {tool.version} failed; see {log}")
+    run_go(tool.install_argv(), folder, env, log, f"{tool.name} {tool.version}")
     (staging / tool.installed_name()).rename(binary)
     shutil.rmtree(staging)
     return binary
+
+
+def run_go(argv: list[str], cwd: Path, env: dict[str, str], log: Path, what: str) -> None:
+    """Run a `go` command at low priority, its output appended to `log`; GoBuildError naming
+    `what` if it fails."""
+    with log.open("a") as sink:
+        sink.write(f"$ {' '.join(argv)}\n")
+        sink.flush()
+        result = subprocess.run(
+            ["nice", "-n", "15", *argv], cwd=cwd, env=env, stdout=sink, stderr=subprocess.STDOUT
+        )
+    if result.returncode != 0:
+        raise GoBuildError(f"building {what} failed; see {log}")
+
+
+def go_build(binary: Path, package: str, work: Path, log: Path, what: str) -> None:
+    """`go build` of `package` in the module at `work` into `binary`, static and stripped."""
+    env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-buildvcs=false -mod=mod"}
+    argv = ["go", "build", "-trimpath", "-ldflags=-s -w", "-o", str(binary), package]
+    run_go(argv, work, env, log, what)
 
 
 def cni_daemon_tag() -> str:
@@ -165,16 +174,7 @@ def network_policies_binary(log: Path, say: Say) -> Path:
     controller = package / "controller.go"
     controller.write_text(patch_queue_statements(controller.read_text()))
     shutil.copy(NETWORK_POLICIES_PATCH, package / "xtqueue.go")
-    env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-buildvcs=false -mod=mod"}
-    argv = ["go", "build", "-trimpath", "-ldflags=-s -w", "-o", str(binary), "./cmd"]
-    with log.open("a") as sink:
-        sink.write(f"$ {' '.join(argv)}\n")
-        sink.flush()
-        result = subprocess.run(
-            ["nice", "-n", "15", *argv], cwd=work, env=env, stdout=sink, stderr=subprocess.STDOUT
-        )
-    if result.returncode != 0:
-        raise GoBuildError(f"building kube-network-policies failed; see {log}")
+    go_build(binary, "./cmd", work, log, "kube-network-policies")
     shutil.rmtree(work)
     return binary
 
@@ -203,16 +203,7 @@ def coredns_binary(version: str, log: Path, say: Say) -> Path:
     (work / "go.mod").write_text(
         f"module rebound.dev/coredns\n\n{go_line}\n\nrequire {COREDNS_MODULE} {version}\n"
     )
-    env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-buildvcs=false -mod=mod"}
-    argv = ["go", "build", "-trimpath", "-ldflags=-s -w", "-o", str(binary), "."]
-    with log.open("a") as sink:
-        sink.write(f"$ {' '.join(argv)}\n")
-        sink.flush()
-        result = subprocess.run(
-            ["nice", "-n", "15", *argv], cwd=work, env=env, stdout=sink, stderr=subprocess.STDOUT
-        )
-    if result.returncode != 0:
-        raise GoBuildError(f"building CoreDNS {version} failed; see {log}")
+    go_build(binary, ".", work, log, f"CoreDNS {version}")
     shutil.rmtree(work)
     return binary
 
