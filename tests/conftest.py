@@ -1,9 +1,16 @@
 """Suite-wide guards."""
 
+import signal
 from collections.abc import Iterator
 
 import psutil
 import pytest
+
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    # Started in the background by a non-interactive shell (`make test &`, some CI runners):
+    # SIGINT is ignored, and an ignored signal stays ignored across exec. The peers the tests
+    # start must see Ctrl-C as they would from a terminal.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _process_a_children() -> set[int]:

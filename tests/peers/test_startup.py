@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from peers.startup import EXIT_INTERRUPTED
 
 SWALLOWING_IMPORT = textwrap.dedent(
@@ -25,10 +27,17 @@ SWALLOWING_IMPORT = textwrap.dedent(
 )
 
 
-def test_a_ctrl_c_during_a_swallowing_import_still_ends_the_peer_with_130() -> None:
+@pytest.mark.parametrize(
+    "inherited", [signal.SIG_DFL, signal.SIG_IGN], ids=["terminal", "background"]
+)
+def test_a_ctrl_c_during_a_swallowing_import_still_ends_the_peer_with_130(
+    inherited: signal.Handlers,
+) -> None:
+    """Also when started with SIGINT ignored (by a non-interactive shell's `&`)."""
     proc = subprocess.Popen(
         [sys.executable, "-c", SWALLOWING_IMPORT],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, inherited),
     )  # fmt: skip
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "ready"
@@ -41,8 +50,8 @@ def test_a_ctrl_c_during_a_swallowing_import_still_ends_the_peer_with_130() -> N
 
 def test_imported_as_a_library_sigint_is_left_alone() -> None:
     probe = subprocess.run(
-        [sys.executable, "-c", "import signal, peers.startup; "
-         "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"],
+        [sys.executable, "-c", "import signal; before = signal.getsignal(signal.SIGINT); "
+         "import peers.startup; print(signal.getsignal(signal.SIGINT) is before)"],
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     assert probe.stdout.strip() == "True"
