@@ -340,6 +340,14 @@ async def _reconcile(body: Mapping[str, Any], memo: kopf.Memo, *, ensure_childre
             sessions.priority(key), cluster.observe, name, namespace, uid, sessions.children
         )
     verdict, status = _judge(memo, body, spec, observed, previous, now, start)
+    if verdict.phase in TERMINAL and previous.get("phase") not in TERMINAL:
+        # Pod and ConfigMap watch events are not ordered with each other: a server pod's end
+        # can arrive before the write of its summary that came first. A verdict is final, so
+        # it is taken on what the API server holds now (four reads once per session).
+        observed = await sessions.gate.call(
+            sessions.priority(key), cluster.observe, name, namespace, uid, sessions.children, True
+        )
+        verdict, status = _judge(memo, body, spec, observed, previous, now, start)
     await _write(memo, key, previous, status)
     await _carry_out(memo, body, verdict, verdict.pods)
     if verdict.phase in TERMINAL and previous.get("phase") not in TERMINAL:

@@ -240,14 +240,20 @@ class Cluster:
         return None
 
     def observe(
-        self, session: str, namespace: str, owner_uid: str, cache: ChildCache | None = None
+        self,
+        session: str,
+        namespace: str,
+        owner_uid: str,
+        cache: ChildCache | None = None,
+        fresh: bool = False,
     ) -> Observed:
         """The session's two pods and its two ConfigMaps' data: only objects it controls.
-        What `cache` knows is not read again; what is read is remembered in it."""
+        What `cache` knows is not read again (unless `fresh`); what is read is remembered
+        in it."""
         names = Names.of(session)
 
         def owned(kind: str, read: Callable[..., Any], name: str) -> dict[str, Any] | None:
-            known, obj = cache.get(kind, namespace, name) if cache else (False, None)
+            known, obj = cache.get(kind, namespace, name) if cache and not fresh else (False, None)
             if not known:
                 obj = self._read_or_none(read, name, namespace)
                 if obj is not None and cache is not None:

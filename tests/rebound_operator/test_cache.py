@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from rebound_operator.cache import PURGE_EVERY, ChildCache, trimmed
+from rebound_operator.kube import Cluster
 
 
 class Clock:
@@ -138,3 +140,60 @@ def test_a_recreated_object_replaces_the_memory_of_its_deleted_namesake() -> Non
     cache.remember("Pod", pod(uid="new", rv="8", phase="Pending"))  # an older read: ignored
     cache.seen("Pod", "MODIFIED", pod(uid="new", rv="10", phase="Running"))
     assert cache.get("Pod", "ns", "s-server")[1]["status"]["phase"] == "Running"  # type: ignore[index]
+
+
+class FakeResponse:
+    def __init__(self, obj: dict[str, Any]) -> None:
+        self.data = json.dumps(obj).encode()
+
+
+class FakeCore:
+    """The two reads `Cluster.observe` makes, answering what the API server holds now."""
+
+    def __init__(self, objects: dict[str, dict[str, Any]]) -> None:
+        self.objects = objects
+        self.reads: list[str] = []
+
+    def _read(self, name: str, namespace: str, **_: Any) -> FakeResponse:
+        self.reads.append(name)
+        return FakeResponse(self.objects[name])
+
+    read_namespaced_pod = _read
+    read_namespaced_config_map = _read
+
+
+def configmap(name: str, data: dict[str, str], rv: str) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "uid": f"u-{name}",
+            "resourceVersion": rv,
+            "ownerReferences": [{"uid": "owner", "controller": True}],
+        },
+        "data": data,
+    }
+
+
+def test_a_fresh_observation_reads_past_a_stale_cache() -> None:
+    """The verdict's read: the cache still holds the server ConfigMap without its summary
+    (its watch event not arrived yet), the API server already has it."""
+    stale = configmap("s-server-signaling", {"offer": "o"}, "1")
+    now = configmap("s-server-signaling", {"offer": "o", "summary": "{}"}, "2")
+    objects = {
+        "s-server": pod("s-server", "Succeeded"),
+        "s-client": pod("s-client", "Succeeded", uid="u2"),
+        "s-server-signaling": now,
+        "s-client-signaling": configmap("s-client-signaling", {"answer": "a"}, "1"),
+    }
+    cache = ChildCache()
+    cache.seen("ConfigMap", "MODIFIED", stale)
+    cluster = Cluster()
+    core = FakeCore(objects)
+    cluster.core = core
+    cached = cluster.observe("s", "ns", "owner", cache)
+    assert cached.server_data == {"offer": "o"}
+    assert "s-server-signaling" not in core.reads
+    fresh = cluster.observe("s", "ns", "owner", cache, fresh=True)
+    assert fresh.server_data == {"offer": "o", "summary": "{}"}
+    assert sorted(core.reads).count("s-server-signaling") == 1
